@@ -1,0 +1,61 @@
+"""Operator-side client of the Control service, used by the CLI and launcher."""
+
+from __future__ import annotations
+
+import grpc
+
+from agent.adapters import grpc_codec as codec
+from hypervisor.domain import DomainSpec
+from shoal.v1 import control_pb2, control_pb2_grpc
+
+STATUS_TIMEOUT_S = 5.0
+
+
+def status_to_dict(s: control_pb2.StatusResponse) -> dict:
+    """The JSON shape of `shoal status --json` (same keys as Agent.status())."""
+    return {
+        "id": s.node_id, "address": s.address, "model_time_s": s.model_time_s,
+        "cpu_utilization": s.cpu_utilization, "memory_utilization": s.memory_utilization,
+        "cpu_capacity_cores": s.cpu_capacity_cores, "cpu_demand_cores": s.cpu_demand_cores,
+        "cpu_unserved_cores": s.cpu_unserved_cores, "memory_capacity_mib": s.memory_capacity_mib,
+        "memory_used_mib": s.memory_used_mib,
+        "domains": [{"id": d.domain_id, "epoch": d.epoch, "state": d.state, "cpu_demand_cores": d.cpu_demand_cores,
+                     "cpu_allocated_cores": d.cpu_allocated_cores, "memory_mib": d.memory_mib, "vcpus": d.vcpus,
+                     "workload": d.workload} for d in s.domains],
+        "peers": [{"id": p.node_id, "address": p.address, "cpu_utilization": p.cpu_utilization,
+                   "memory_utilization": p.memory_utilization, "age_s": p.age_s, "domains": p.domains}
+                  for p in s.peers],
+        "migrations": [{"id": m.migration_id, "domain_id": m.domain_id, "direction": m.direction,
+                        "peer_id": m.peer_id, "state": m.state} for m in s.migrations],
+        "mean_utilization_estimate": s.mean_utilization_estimate,
+        "balancing": s.balancing, "draining": s.draining,
+        "counters": dict(sorted(s.counters.items())),
+    }
+
+
+class ControlClient:
+    """Async client for one agent's Control service."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub = control_pb2_grpc.ControlStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def status(self, timeout_s: float = STATUS_TIMEOUT_S) -> dict:
+        return status_to_dict(await self.stub.Status(control_pb2.StatusRequest(), timeout=timeout_s))
+
+    async def create_domain(self, spec: DomainSpec, timeout_s: float = STATUS_TIMEOUT_S) -> None:
+        await self.stub.CreateDomain(control_pb2.CreateDomainRequest(spec=codec.spec_to_pb(spec)), timeout=timeout_s)
+
+    async def migrate(self, domain_id: str, target_node_id: str, timeout_s: float = 60.0):
+        return await self.stub.MigrateDomain(control_pb2.MigrateDomainRequest(
+            domain_id=domain_id, target_node_id=target_node_id), timeout=timeout_s)
+
+    async def set_balancing(self, enabled: bool, timeout_s: float = STATUS_TIMEOUT_S):
+        return await self.stub.SetBalancing(control_pb2.SetBalancingRequest(enabled=enabled), timeout=timeout_s)
+
+    async def drain(self, timeout_s: float = 300.0):
+        return await self.stub.Drain(control_pb2.DrainRequest(), timeout=timeout_s)

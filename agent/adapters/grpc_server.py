@@ -1,0 +1,156 @@
+"""gRPC servicers: thin adapters from protobuf to the agent's handlers.
+
+Each servicer validates and translates, calls one agent handler, translates
+back. Bad input becomes a gRPC status with a reason, a log line and a
+`rejected_inputs{reason=...}` count; it never reaches the model unvalidated
+and never takes the agent down.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from agent.adapters import grpc_codec as codec
+from agent.adapters.grpc_client import channel_options
+from agent.core.validation import InputRejected
+from agent.runtime.agent import Agent, Refused
+from shoal.v1 import (control_pb2, control_pb2_grpc, gossip_pb2_grpc, migration_pb2, migration_pb2_grpc)
+
+log = logging.getLogger("shoal.grpc")
+
+_REJECT_CODES = {"unknown_migration": grpc.StatusCode.NOT_FOUND,
+                 "stale_migration": grpc.StatusCode.FAILED_PRECONDITION}
+
+
+async def _reject(agent: Agent, context: grpc.aio.ServicerContext, exc: InputRejected, what: str) -> None:
+    agent.metrics.inc("rejected_inputs", reason=exc.reason)
+    log.warning("%s: rejected %s from %s: %s", agent.node_id, what, context.peer(), exc)
+    await context.abort(_REJECT_CODES.get(exc.reason, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+
+
+class GossipServicer(gossip_pb2_grpc.GossipServicer):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def Exchange(self, request, context):
+        try:
+            reply = self.agent.on_exchange(codec.exchange_request_from_pb(request))
+        except InputRejected as exc:
+            await _reject(self.agent, context, exc, "gossip")
+        return codec.exchange_response_to_pb(reply)
+
+
+class MigrationServicer(migration_pb2_grpc.MigrationServicer):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def Prepare(self, request, context):
+        try:
+            decision = self.agent.on_prepare(codec.prepare_from_pb(request))
+        except InputRejected as exc:
+            await _reject(self.agent, context, exc, "prepare")
+        return migration_pb2.PrepareResponse(accepted=decision.accepted, reason=decision.reason,
+                                             lease_ms=decision.lease_ms)
+
+    async def Transfer(self, request_iterator, context):
+        migration_id = ""
+        try:
+            async for chunk in request_iterator:
+                if migration_id and chunk.migration_id != migration_id:
+                    raise InputRejected("bad_chunk", "one transfer stream carries one migration id")
+                migration_id = chunk.migration_id
+                self.agent.on_chunk(chunk.migration_id, chunk.first_page, chunk.data)
+            if not migration_id:
+                raise InputRejected("bad_chunk", "empty transfer stream")
+            received, image_hash = self.agent.received_hash(migration_id)
+        except InputRejected as exc:
+            await _reject(self.agent, context, exc, "transfer chunk")
+        return migration_pb2.TransferResponse(bytes_received=received, image_hash=image_hash)
+
+    async def Commit(self, request, context):
+        decision = self.agent.on_commit(request.migration_id, request.epoch, request.image_hash)
+        return migration_pb2.CommitResponse(committed=decision.committed, reason=decision.reason,
+                                            epoch=decision.epoch)
+
+    async def Abort(self, request, context):
+        outcome = self.agent.on_abort(request.migration_id)
+        return migration_pb2.AbortResponse(known=outcome != "unknown", outcome=codec.outcome_to_pb(outcome))
+
+    async def Query(self, request, context):
+        outcome, epoch = self.agent.on_query(request.migration_id)
+        return migration_pb2.QueryResponse(outcome=codec.outcome_to_pb(outcome), epoch=epoch)
+
+
+def _domain_status(d: dict) -> control_pb2.DomainStatus:
+    return control_pb2.DomainStatus(domain_id=d["id"], epoch=d["epoch"], state=d["state"],
+                                    cpu_demand_cores=d["cpu_demand_cores"],
+                                    cpu_allocated_cores=d["cpu_allocated_cores"], memory_mib=d["memory_mib"],
+                                    vcpus=d["vcpus"], workload=d["workload"])
+
+
+class ControlServicer(control_pb2_grpc.ControlServicer):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def Status(self, request, context):
+        s = self.agent.status()
+        return control_pb2.StatusResponse(
+            node_id=s["id"], address=s["address"], cpu_utilization=s["cpu_utilization"],
+            memory_utilization=s["memory_utilization"], cpu_capacity_cores=s["cpu_capacity_cores"],
+            cpu_demand_cores=s["cpu_demand_cores"], cpu_unserved_cores=s["cpu_unserved_cores"],
+            memory_capacity_mib=s["memory_capacity_mib"], memory_used_mib=s["memory_used_mib"],
+            domains=[_domain_status(d) for d in s["domains"]],
+            peers=[control_pb2.PeerStatus(node_id=p["id"], address=p["address"], cpu_utilization=p["cpu_utilization"],
+                                          memory_utilization=p["memory_utilization"], age_s=p["age_s"],
+                                          domains=p["domains"]) for p in s["peers"]],
+            counters=s["counters"], mean_utilization_estimate=s["mean_utilization_estimate"],
+            balancing=s["balancing"], draining=s["draining"], model_time_s=s["model_time_s"],
+            migrations=[control_pb2.MigrationStatus(migration_id=m["id"], domain_id=m["domain_id"],
+                                                    direction=m["direction"], peer_id=m["peer_id"], state=m["state"])
+                        for m in s["migrations"]])
+
+    async def ListDomains(self, request, context):
+        return control_pb2.ListDomainsResponse(domains=[_domain_status(d) for d in self.agent.status()["domains"]])
+
+    async def CreateDomain(self, request, context):
+        try:
+            spec = codec.spec_from_pb(request.spec)
+            self.agent.create_domain(spec)
+        except Refused as exc:
+            self.agent.metrics.inc("control_refused", code=exc.code.name)
+            log.info("%s: refused to create %r: %s", self.agent.node_id, request.spec.domain_id, exc.reason)
+            await context.abort(exc.code, exc.reason)
+        status = next(d for d in self.agent.status()["domains"] if d["id"] == spec.domain_id)
+        return control_pb2.CreateDomainResponse(domain=_domain_status(status))
+
+    async def MigrateDomain(self, request, context):
+        result = await self.agent.migrate(request.domain_id, request.target_node_id, require_improvement=False)
+        return control_pb2.MigrateDomainResponse(migrated=result.migrated, reason=result.reason,
+                                                 migration_id=result.migration_id, epoch=result.epoch,
+                                                 bytes_sent=result.bytes_sent, duration_s=result.duration_s)
+
+    async def Drain(self, request, context):
+        remaining = await self.agent.drain()
+        return control_pb2.DrainResponse(domains_remaining=remaining)
+
+    async def SetBalancing(self, request, context):
+        self.agent.balancing = request.enabled
+        log.info("%s: balancing %s", self.agent.node_id, "enabled" if request.enabled else "paused")
+        inflight = len(self.agent.status()["migrations"])
+        return control_pb2.SetBalancingResponse(enabled=self.agent.balancing, migrations_inflight=inflight)
+
+
+async def start_server(agent: Agent, listen: str) -> tuple[grpc.aio.Server, str]:
+    """Binds and starts the server; returns it and the bound HOST:PORT (port 0 picks one)."""
+    server = grpc.aio.server(options=channel_options(agent.config))
+    gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(agent), server)
+    migration_pb2_grpc.add_MigrationServicer_to_server(MigrationServicer(agent), server)
+    control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(agent), server)
+    host = listen.rsplit(":", 1)[0]
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    return server, f"{host}:{port}"

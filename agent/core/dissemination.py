@@ -1,0 +1,174 @@
+"""Utilization dissemination: push-pull gossip of node loads plus push-pull
+averaging of the cluster mean.
+
+Theory of operation
+-------------------
+Every `gossip_interval_ms` the runtime asks `make_exchange()` for a message,
+sends it to `pick_peer()`, and feeds the answer to `on_exchange_reply()`; the
+peer handles the same message with `on_exchange()`. Both sides merge the other's
+entries keeping, per node, the entry with the highest heartbeat (a node raises
+its own heartbeat each time it publishes, starting from a value the runtime
+derives from the wall clock so a restarted node is not ignored). Each entry
+travels with its age at the sender, so ages stay meaningful across hops without
+synchronized clocks.
+
+The mean utilization is estimated by push-pull averaging (Jelasity, Montresor,
+Babaoglu 2005): each node holds an estimate of (mean demand, mean capacity);
+in an exchange both ends replace theirs by the pair's average, which conserves
+the sum, so every estimate converges to the true mean with variance falling by
+about 0.3x per round whatever N is. Loads change, so the protocol restarts in
+epochs: a node starts epoch e+1 after `averaging_epoch_rounds` rounds,
+re-seeding the estimate with its own load; a node that hears a higher epoch
+joins it. The estimate reported is the one reached at the end of the previous
+epoch (the current one has just been re-seeded).
+
+Pure: time comes in as `now_s`, randomness from the `Random` given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from random import Random
+
+from agent.core.config import AgentConfig
+from agent.core.messages import Averaging, Exchange, NodeLoad
+from agent.core.validation import check_exchange
+
+
+@dataclass(frozen=True)
+class PeerEntry:
+    load: NodeLoad
+    changed_at_s: float  # local time the entry last changed, minus its age on arrival
+
+    def age_s(self, now_s: float) -> float:
+        return max(0.0, now_s - self.changed_at_s)
+
+
+class Dissemination:
+    def __init__(self, node_id: str, address: str, config: AgentConfig, rng: Random,
+                 seeds: tuple[str, ...] = (), heartbeat_origin: int = 0) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.config = config
+        self.rng = rng
+        self.seeds = tuple(s for s in seeds if s != address)
+        self._heartbeat = heartbeat_origin
+        self.entries: dict[str, PeerEntry] = {}
+        self.self_load: NodeLoad | None = None
+        self._avg = Averaging(epoch=0, demand_cores=0.0, capacity_cores=0.0)
+        self._avg_rounds = 0
+        self._avg_settled: Averaging | None = None
+
+    # -- own state ---------------------------------------------------------
+    def publish(self, load: NodeLoad, now_s: float) -> NodeLoad:
+        """Sets this node's load with the next heartbeat; returns the entry."""
+        self._heartbeat += 1
+        self.self_load = replace(load, node_id=self.node_id, address=self.address,
+                                 heartbeat=self._heartbeat, age_ms=0)
+        if self._avg.capacity_cores == 0.0:
+            self._avg = Averaging(self._avg.epoch, load.cpu_demand_cores, load.cpu_capacity_cores)
+        return self.self_load
+
+    # -- gossip ---------------------------------------------------------------
+    def pick_peer(self, now_s: float) -> str | None:
+        """A random known peer's address; a seed while none is known."""
+        live = [e.load.address for e in self.entries.values()
+                if e.age_s(now_s) * 1000 < self.config.peer_forget_ms]
+        if live:
+            return self.rng.choice(sorted(live))
+        if self.seeds:
+            return self.rng.choice(self.seeds)
+        return None
+
+    def make_exchange(self, now_s: float) -> Exchange:
+        self._avg_rounds += 1
+        if self._avg_rounds >= self.config.averaging_epoch_rounds and self.self_load is not None:
+            self._start_epoch(self._avg.epoch + 1)
+        return Exchange(self.node_id, self.address, self._digest(now_s), self._avg)
+
+    def on_exchange(self, now_s: float, msg: Exchange) -> Exchange:
+        """Handles a push from a peer; returns the pull answer. Raises InputRejected."""
+        check_exchange(msg, self.config.gossip_entries_max)
+        self._merge(now_s, msg.entries)
+        reply_avg = self._avg_step(msg.averaging)
+        return Exchange(self.node_id, self.address, self._digest(now_s), reply_avg)
+
+    def on_exchange_reply(self, now_s: float, msg: Exchange) -> None:
+        """Handles the pull answer. Raises InputRejected."""
+        check_exchange(msg, self.config.gossip_entries_max)
+        self._merge(now_s, msg.entries)
+        theirs = msg.averaging
+        if theirs.epoch > self._avg.epoch:
+            self._start_epoch(theirs.epoch)
+        elif theirs.epoch == self._avg.epoch and theirs.capacity_cores > 0:
+            # The responder already averaged; adopting its value completes the step.
+            self._avg = theirs
+
+    def tick(self, now_s: float) -> list[str]:
+        """Forgets entries not refreshed for peer_forget_ms; returns their ids."""
+        gone = [nid for nid, e in self.entries.items()
+                if e.age_s(now_s) * 1000 >= self.config.peer_forget_ms]
+        for nid in gone:
+            del self.entries[nid]
+        return gone
+
+    # -- views -----------------------------------------------------------------
+    def peers(self, now_s: float) -> list[tuple[NodeLoad, float]]:
+        """Known peers (not self) with their ages in seconds, by node id."""
+        return [(e.load, e.age_s(now_s)) for _, e in sorted(self.entries.items())]
+
+    def fresh_peers(self, now_s: float) -> list[NodeLoad]:
+        """Peers whose entry is recent enough to base a decision on."""
+        limit_s = self.config.peer_stale_ms / 1000
+        return [load for load, age in self.peers(now_s) if age <= limit_s]
+
+    def mean_utilization_estimate(self) -> float | None:
+        avg = self._avg_settled or self._avg
+        if avg.capacity_cores <= 0:
+            return None
+        return avg.demand_cores / avg.capacity_cores
+
+    @property
+    def averaging(self) -> Averaging:
+        return self._avg
+
+    # -- internals -------------------------------------------------------------
+    def _digest(self, now_s: float) -> tuple[NodeLoad, ...]:
+        others = [replace(e.load, age_ms=int(e.age_s(now_s) * 1000)) for _, e in sorted(self.entries.items())
+                  if e.age_s(now_s) * 1000 < self.config.peer_forget_ms]
+        room = self.config.gossip_entries_max - (1 if self.self_load else 0)
+        if len(others) > room:
+            others = self.rng.sample(others, room)
+        return ((self.self_load,) if self.self_load else ()) + tuple(others)
+
+    def _merge(self, now_s: float, entries: tuple[NodeLoad, ...]) -> None:
+        for load in entries:
+            if load.node_id == self.node_id:
+                continue
+            known = self.entries.get(load.node_id)
+            if known is not None and known.load.heartbeat >= load.heartbeat:
+                continue
+            changed_at = now_s - load.age_ms / 1000
+            if known is not None:
+                changed_at = max(changed_at, known.changed_at_s)
+            self.entries[load.node_id] = PeerEntry(replace(load, age_ms=0), changed_at)
+
+    def _start_epoch(self, epoch: int) -> None:
+        self._avg_settled = self._avg if self._avg.capacity_cores > 0 else self._avg_settled
+        own = self.self_load
+        demand, capacity = (own.cpu_demand_cores, own.cpu_capacity_cores) if own else (0.0, 0.0)
+        self._avg = Averaging(epoch, demand, capacity)
+        self._avg_rounds = 0
+
+    def _avg_step(self, theirs: Averaging) -> Averaging:
+        """Responder side of one averaging step; returns what to send back."""
+        if theirs.epoch > self._avg.epoch:
+            self._start_epoch(theirs.epoch)
+        if theirs.epoch < self._avg.epoch or theirs.capacity_cores <= 0:
+            return self._avg  # the initiator will join our epoch
+        if self._avg.capacity_cores <= 0:
+            return self._avg
+        self._avg = Averaging(self._avg.epoch,
+                              (self._avg.demand_cores + theirs.demand_cores) / 2,
+                              (self._avg.capacity_cores + theirs.capacity_cores) / 2)
+        return self._avg

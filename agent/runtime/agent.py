@@ -1,0 +1,506 @@
+"""The node agent: an asyncio shell around the pure cores.
+
+The agent owns the hypervisor model of its node and three periodic loops:
+gossip (push-pull with one random peer), policy (the local balancing rule),
+and housekeeping (publish own load, expire leases, resolve in-doubt
+handoffs). Handlers called by the gRPC servicers (`on_*`) run on the event
+loop, so the model is only ever touched from one thread and needs no locks.
+Every I/O result, including failures, is fed back into the cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from random import Random
+
+import grpc
+
+from agent.adapters.grpc_client import PeerClients
+from agent.core.config import AgentConfig
+from agent.core.dissemination import Dissemination
+from agent.core.handoff import (SOURCE_TERMINAL, OutgoingMigration, SourceState, TargetHandoffs)
+from agent.core.messages import (OUTCOME_ABORTED, OUTCOME_COMMITTED, OUTCOME_RESERVED, OUTCOME_UNKNOWN,
+                                 CommitDecision, Exchange, NodeLoad, PrepareDecision, PrepareRequest)
+from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, Proposal
+from agent.core.validation import InputRejected
+from agent.runtime.metrics import Metrics
+from hypervisor.clock import ScaledClock
+from hypervisor.domain import Domain, DomainSpec, DomainSpecError, DomainState
+from hypervisor.host import Host, HostSpec
+from hypervisor.memory import PAGE_SIZE, MemoryImage
+
+log = logging.getLogger("shoal.agent")
+
+# Proposals tried per policy round before giving up until the next round.
+PROPOSALS_PER_ROUND_MAX = 3
+
+
+class Refused(Exception):
+    """A control request the agent will not carry out; `code` is the gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    migrated: bool
+    reason: str
+    migration_id: str = ""
+    epoch: int = 0
+    bytes_sent: int = 0
+    duration_s: float = 0.0
+
+
+class Agent:
+    def __init__(self, node_id: str, host_spec: HostSpec, config: AgentConfig, *,
+                 seeds: tuple[str, ...] = (), rng_seed: int | None = None,
+                 clock_origin_s: float | None = None) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.host = Host(host_spec)
+        self.seeds = seeds
+        self.rng = Random(rng_seed if rng_seed is not None else uuid.uuid4().int)
+        self.clock = ScaledClock(origin_wall_s=clock_origin_s if clock_origin_s is not None else time.time(),
+                                 scale=config.time_scale)
+        self.metrics = Metrics()
+        self.images: dict[str, MemoryImage] = {}
+        self.cooldown_until_s: dict[str, float] = {}
+        self.outgoing: dict[str, OutgoingMigration] = {}
+        self.tombstones: dict[str, tuple[int, str]] = {}  # domain id -> (epoch, new owner)
+        self.sent_recently: list[tuple[float, str, float]] = []  # (now_s, target, demand)
+        self.balancing = True
+        self.address = ""
+        self.dissemination: Dissemination | None = None
+        self.target: TargetHandoffs = TargetHandoffs(node_id, self.host, config)
+        self.policy = BalancePolicy(config)
+        self.clients = PeerClients(config)
+        self._tasks: set[asyncio.Task] = set()
+        self._policy_wake = asyncio.Event()
+        self._stopping = False
+
+    # -- time ----------------------------------------------------------------
+    @staticmethod
+    def now_s() -> float:
+        """Monotonic seconds, for ages, leases and cooldowns."""
+        return time.monotonic()
+
+    def model_time_s(self) -> float:
+        """Model time, shared by all agents of a cluster through the clock origin."""
+        return self.clock.model_time(time.time())
+
+    # -- lifecycle -------------------------------------------------------------
+    def bind(self, address: str) -> None:
+        """Called once the server is listening, with the address peers should use."""
+        self.address = address
+        self.dissemination = Dissemination(self.node_id, address, self.config, self.rng, self.seeds,
+                                           heartbeat_origin=int(time.time() * 1000))
+        self.publish()
+
+    def start_loops(self) -> None:
+        for coro in (self._gossip_loop(), self._policy_loop(), self._housekeeping_loop()):
+            self._spawn(coro)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.clients.close()
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- own load ------------------------------------------------------------
+    def outgoing_demand_cores(self, t_s: float) -> float:
+        return sum(self.host.domains[m.domain_id].demand_cores(t_s) for m in self.outgoing.values()
+                   if m.state not in SOURCE_TERMINAL and m.domain_id in self.host.domains)
+
+    def publish(self) -> NodeLoad:
+        sample = self.host.sample(self.model_time_s())
+        spec = self.host.spec
+        load = NodeLoad(node_id=self.node_id, address=self.address, heartbeat=0,
+                        cpu_capacity_cores=spec.cpu_cores, cpu_demand_cores=sample.cpu_demand_cores,
+                        memory_capacity_mib=float(spec.memory_mib), memory_used_mib=float(sample.memory_used_mib),
+                        domains=len(self.host.domains), vcpus_committed=float(self.host.committed_vcpus),
+                        vcpus_capacity=spec.cpu_cores * spec.cpu_overcommit_ratio,
+                        migrations_inflight=len(self.target.active()) + self._outgoing_active())
+        assert self.dissemination is not None
+        return self.dissemination.publish(load, self.now_s())
+
+    def _outgoing_active(self) -> int:
+        return sum(1 for m in self.outgoing.values() if m.state not in SOURCE_TERMINAL)
+
+    # -- loops -------------------------------------------------------------------
+    async def _gossip_loop(self) -> None:
+        interval_s = self.config.gossip_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s * (0.75 + 0.5 * self.rng.random()))
+            await self.gossip_once()
+
+    async def gossip_once(self) -> None:
+        assert self.dissemination is not None
+        now = self.now_s()
+        for node_id in self.dissemination.tick(now):
+            log.info("%s: forgot peer %s (no news for %d ms)", self.node_id, node_id, self.config.peer_forget_ms)
+            self.metrics.inc("peers_forgotten")
+        address = self.dissemination.pick_peer(now)
+        if address is None:
+            return
+        self.publish()
+        try:
+            reply = await self.clients.exchange(address, self.dissemination.make_exchange(now))
+            self.dissemination.on_exchange_reply(self.now_s(), reply)
+            self.metrics.inc("gossip_exchanges_sent")
+        except grpc.aio.AioRpcError as exc:
+            self.metrics.inc("gossip_failed", code=exc.code().name)
+            log.debug("%s: gossip with %s failed: %s", self.node_id, address, exc.code().name)
+        except InputRejected as exc:
+            self.metrics.inc("rejected_inputs", reason=exc.reason)
+            log.warning("%s: rejected gossip reply from %s: %s", self.node_id, address, exc)
+
+    async def _policy_loop(self) -> None:
+        interval_s = self.config.policy_interval_ms / 1000
+        while True:
+            try:
+                await asyncio.wait_for(self._policy_wake.wait(), timeout=interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._policy_wake.clear()
+            if self.balancing and not self.target.draining:
+                self.policy_round()
+
+    def policy_round(self) -> list[Proposal]:
+        """Starts the migrations the local rule proposes; returns them.
+
+        Each migration is registered synchronously (begin_migration) before
+        the next decision, so the next decision already sees it in flight.
+        """
+        started = []
+        while self._outgoing_active() < self.config.migrations_out_max:
+            candidates = self.policy.candidates(self.local_view(), self.neighbours(), self.mean_estimate())
+            if not candidates:
+                break
+            proposal = candidates[0]
+            began = self.begin_migration(proposal.domain_id, proposal.target_id, require_improvement=True)
+            if isinstance(began, MigrationResult):
+                log.warning("%s: policy proposal not startable: %s", self.node_id, began.reason)
+                break
+            log.info("%s: proposing %s -> %s (%s; source %.2f, target %.2f after)", self.node_id,
+                     proposal.domain_id, proposal.target_id, proposal.reason,
+                     proposal.source_utilization_after, proposal.target_utilization_after)
+            fallbacks = [p.target_id for p in candidates[1:] if p.domain_id == proposal.domain_id]
+            self._spawn(self._run_with_fallbacks(began, fallbacks[:PROPOSALS_PER_ROUND_MAX - 1]))
+            started.append(proposal)
+        return started
+
+    async def _run_with_fallbacks(self, mig: OutgoingMigration, fallback_targets: list[str]) -> None:
+        """Runs a migration; when the target rejects it, tries the next-best targets."""
+        result = await self.run_migration(mig)
+        for target_id in fallback_targets:
+            if result.migrated or not result.reason.startswith("rejected"):
+                break
+            began = self.begin_migration(mig.domain_id, target_id, require_improvement=True)
+            if isinstance(began, MigrationResult):
+                break
+            result = await self.run_migration(began)
+        self._policy_wake.set()
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            now = self.now_s()
+            for mig in self.target.tick(now):
+                self.metrics.inc("reservations_expired")
+                log.warning("%s: reservation %s for %s expired uncommitted", self.node_id,
+                            mig.migration_id, mig.spec.domain_id)
+            horizon = now - self.config.peer_stale_ms / 1000
+            self.sent_recently = [s for s in self.sent_recently if s[0] >= horizon]
+
+    # -- views for the policy ---------------------------------------------------
+    def local_view(self) -> LocalView:
+        t = self.model_time_s()
+        now = self.now_s()
+        busy = {m.domain_id for m in self.outgoing.values() if m.state not in SOURCE_TERMINAL}
+        domains = tuple(
+            DomainLoad(d.domain_id, d.demand_cores(t), d.spec.memory_mib, d.spec.vcpus,
+                       movable=(d.state is DomainState.RUNNING and d.domain_id not in busy
+                                and self.cooldown_until_s.get(d.domain_id, 0.0) <= now))
+            for d in sorted(self.host.domains.values(), key=lambda d: d.domain_id))
+        demand = sum(d.demand_cores for d in domains if d.domain_id not in busy)
+        return LocalView(self.node_id, self.host.spec.cpu_cores, demand, domains, self._outgoing_active())
+
+    def neighbours(self) -> list[Neighbour]:
+        assert self.dissemination is not None
+        now = self.now_s()
+        out = []
+        for load in self.dissemination.fresh_peers(now):
+            entry = self.dissemination.entries[load.node_id]
+            # What we sent it since its entry was published is not in the entry yet.
+            extra = sum(d for at, tgt, d in self.sent_recently if tgt == load.node_id and at >= entry.changed_at_s)
+            out.append(Neighbour(load.node_id, load.cpu_capacity_cores, load.cpu_demand_cores + extra,
+                                 load.memory_free_mib, load.vcpus_capacity - load.vcpus_committed,
+                                 load.migrations_inflight))
+        return out
+
+    def mean_estimate(self) -> float | None:
+        assert self.dissemination is not None
+        return self.dissemination.mean_utilization_estimate()
+
+    # -- gossip handler ----------------------------------------------------------
+    def on_exchange(self, msg: Exchange) -> Exchange:
+        assert self.dissemination is not None
+        self.publish()
+        reply = self.dissemination.on_exchange(self.now_s(), msg)
+        self.metrics.inc("gossip_exchanges_received")
+        return reply
+
+    # -- control -----------------------------------------------------------------
+    def create_domain(self, spec: DomainSpec, epoch: int = 1) -> Domain:
+        try:
+            spec.validate()
+        except DomainSpecError as exc:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        if spec.domain_id in self.host.domains or any(
+                m.spec.domain_id == spec.domain_id for m in self.target.active()):
+            raise Refused(grpc.StatusCode.ALREADY_EXISTS, f"domain {spec.domain_id} already exists here")
+        if self.target.draining:
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, "node is draining")
+        if len(self.host.domains) >= self.config.domains_max:
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {self.config.domains_max} domains")
+        admission = self.host.admit(spec)
+        if not admission.ok:
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.reason)
+        domain = Domain(spec, epoch=epoch, state=DomainState.RUNNING)
+        self.host.add_domain(domain)
+        self.images[spec.domain_id] = MemoryImage(spec.memory_mib, self.config.image_real_bytes_max,
+                                                  seed=spec.image_seed)
+        self.metrics.inc("domains_created")
+        log.info("%s: created domain %s (%d vCPU, %d MiB)", self.node_id, spec.domain_id, spec.vcpus,
+                 spec.memory_mib)
+        self.publish()
+        return domain
+
+    async def drain(self) -> int:
+        """Stops accepting domains and migrates every domain away; returns how many remain."""
+        self.target.draining = True
+        for domain_id in sorted(self.host.domains):
+            for nb in sorted(self.neighbours(), key=lambda n: n.cpu_demand_cores / n.cpu_capacity_cores):
+                result = await self.migrate(domain_id, nb.node_id, require_improvement=False)
+                if result.migrated:
+                    break
+        return len(self.host.domains)
+
+    # -- migration: source side ----------------------------------------------------
+    async def migrate(self, domain_id: str, target_id: str, *, require_improvement: bool) -> MigrationResult:
+        """Migrates one domain to one node; returns the outcome (or why it was refused)."""
+        began = self.begin_migration(domain_id, target_id, require_improvement=require_improvement)
+        if isinstance(began, MigrationResult):
+            return began
+        return await self.run_migration(began)
+
+    def begin_migration(self, domain_id: str, target_id: str, *, require_improvement: bool) -> OutgoingMigration | MigrationResult:
+        """Checks and registers an outgoing migration (synchronously: no await)."""
+        assert self.dissemination is not None
+        domain = self.host.domains.get(domain_id)
+        if domain is None:
+            return MigrationResult(False, f"refused: no domain {domain_id} here")
+        if domain.state is not DomainState.RUNNING:
+            return MigrationResult(False, f"refused: domain {domain_id} is {domain.state.value}")
+        if target_id == self.node_id:
+            return MigrationResult(False, "refused: target is this node")
+        entry = self.dissemination.entries.get(target_id)
+        if entry is None:
+            return MigrationResult(False, f"refused: unknown node {target_id}")
+        if self._outgoing_active() >= self.config.migrations_out_max:
+            return MigrationResult(False, f"refused: {self._outgoing_active()} migrations already in flight "
+                                          f"(max {self.config.migrations_out_max})")
+        src_demand = self.local_view().cpu_demand_cores
+        mig = OutgoingMigration(uuid.uuid4().hex, domain_id, target_id, entry.load.address, domain.epoch,
+                                self.now_s())
+        mig.require_improvement = require_improvement
+        mig.source_demand_cores = src_demand
+        self.outgoing[mig.migration_id] = mig
+        domain.state = DomainState.MIGRATING_OUT
+        self.metrics.inc("migrations_started")
+        return mig
+
+    async def run_migration(self, mig: OutgoingMigration) -> MigrationResult:
+        domain = self.host.domains[mig.domain_id]
+        target_id = mig.target_id
+        domain_id = mig.domain_id
+        demand = domain.demand_cores(self.model_time_s())
+        image = self.images[domain_id]
+        req = PrepareRequest(mig.migration_id, self.node_id, domain.spec, domain.epoch, demand,
+                             mig.source_demand_cores, self.host.spec.cpu_cores, image.real_page_count * PAGE_SIZE,
+                             mig.require_improvement)
+        try:
+            try:
+                decision: PrepareDecision = await self.clients.prepare(mig.target_address, req)
+            except grpc.aio.AioRpcError as exc:
+                return self._abort_local(mig, "failed", f"prepare failed: {exc.code().name} {exc.details()}")
+            if not decision.accepted:
+                return self._abort_local(mig, "rejected", f"rejected by {target_id}: {decision.reason}")
+            mig.step("accepted")
+            self.sent_recently.append((self.now_s(), target_id, demand))
+            try:
+                received, _ = await self.clients.transfer(
+                    mig.target_address, mig.migration_id, image.iter_chunks(self.config.transfer_chunk_bytes))
+            except grpc.aio.AioRpcError as exc:
+                self._spawn(self._abort_remote(mig))
+                return self._abort_local(mig, "failed", f"transfer failed: {exc.code().name} {exc.details()}")
+            mig.bytes_sent = received
+            mig.step("transferred")
+            # Stop-and-copy point: the domain is paused from here until the outcome is known.
+            domain.state = DomainState.PAUSED
+            image_hash = image.content_hash()
+            try:
+                commit: CommitDecision = await self.clients.commit(mig.target_address, mig.migration_id,
+                                                                   mig.epoch + 1, image_hash)
+            except grpc.aio.AioRpcError as exc:
+                mig.step("failed", f"commit answer lost: {exc.code().name}")
+                self.metrics.inc("migrations_in_doubt")
+                log.warning("%s: commit of %s to %s in doubt (%s); asking the target", self.node_id, domain_id,
+                            target_id, exc.code().name)
+                return await self._resolve_in_doubt(mig)
+            if commit.committed:
+                return self._finish(mig, commit.epoch)
+            self._spawn(self._abort_remote(mig))
+            return self._abort_local(mig, "refused", f"commit refused by {target_id}: {commit.reason}")
+        except asyncio.CancelledError:
+            if mig.state in (SourceState.PREPARING, SourceState.TRANSFERRING):
+                self._abort_local(mig, "failed", "agent stopping")
+            raise
+
+    def _finish(self, mig: OutgoingMigration, epoch: int) -> MigrationResult:
+        mig.step("committed")
+        self.host.remove_domain(mig.domain_id)
+        self.images.pop(mig.domain_id, None)
+        self.cooldown_until_s.pop(mig.domain_id, None)
+        self.tombstones[mig.domain_id] = (epoch, mig.target_id)
+        self.target.departed_epochs[mig.domain_id] = epoch
+        duration = self.now_s() - mig.started_at_s
+        self.metrics.inc("migrations_succeeded")
+        self.metrics.inc("migration_bytes_sent", mig.bytes_sent)
+        log.info("%s: migrated %s to %s at epoch %d (%d bytes, %.3f s)", self.node_id, mig.domain_id,
+                 mig.target_id, epoch, mig.bytes_sent, duration)
+        self.publish()
+        return MigrationResult(True, "", mig.migration_id, epoch, mig.bytes_sent, duration)
+
+    def _abort_local(self, mig: OutgoingMigration, event: str, reason: str) -> MigrationResult:
+        mig.step(event, reason)
+        domain = self.host.domains.get(mig.domain_id)
+        if domain is not None:
+            domain.state = DomainState.RUNNING
+        # Don't retry the same domain at once: let gossip catch up first.
+        self.cooldown_until_s[mig.domain_id] = self.now_s() + self.config.gossip_interval_ms * 2 / 1000
+        self.metrics.inc("migrations_failed", reason=event)
+        (log.info if event == "rejected" else log.warning)("%s: migration of %s to %s %s: %s", self.node_id,
+                                                            mig.domain_id, mig.target_id, event, reason)
+        return MigrationResult(False, reason, mig.migration_id)
+
+    async def _abort_remote(self, mig: OutgoingMigration) -> None:
+        try:
+            await self.clients.abort(mig.target_address, mig.migration_id, mig.reason or "aborted by source")
+        except grpc.aio.AioRpcError:
+            pass  # the reservation's lease expires on its own
+
+    async def _resolve_in_doubt(self, mig: OutgoingMigration) -> MigrationResult:
+        """Asks the target until the outcome is known; the domain stays paused meanwhile."""
+        delay_s = 0.1
+        while True:
+            try:
+                outcome, epoch = await self.clients.query(mig.target_address, mig.migration_id)
+                if outcome == OUTCOME_RESERVED:
+                    outcome = await self.clients.abort(mig.target_address, mig.migration_id, "commit in doubt")
+                if outcome == OUTCOME_COMMITTED:
+                    return self._finish(mig, epoch or mig.epoch + 1)
+                if outcome in (OUTCOME_ABORTED, OUTCOME_UNKNOWN):
+                    return self._abort_local(mig, "aborted", f"target reports {outcome}")
+            except grpc.aio.AioRpcError as exc:
+                mig.step("failed")
+                log.warning("%s: target %s unreachable while resolving %s: %s", self.node_id, mig.target_id,
+                            mig.migration_id, exc.code().name)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+
+    # -- migration: target side -------------------------------------------------
+    def on_prepare(self, req: PrepareRequest) -> PrepareDecision:
+        t = self.model_time_s()
+        decision = self.target.on_prepare(self.now_s(), req, self.host.sample(t).cpu_demand_cores)
+        if decision.accepted:
+            self.metrics.inc("reservations_accepted")
+        else:
+            self.metrics.inc("reservations_refused")
+            log.info("%s: refused %s from %s: %s", self.node_id, req.spec.domain_id, req.source_id, decision.reason)
+        return decision
+
+    def on_chunk(self, migration_id: str, first_page: int, data: bytes) -> None:
+        self.target.on_chunk(migration_id, first_page, data)
+        self.metrics.inc("migration_bytes_received", len(data))
+
+    def received_hash(self, migration_id: str) -> tuple[int, str]:
+        mig = self.target.incoming[migration_id]
+        return mig.bytes_received, mig.image.content_hash()
+
+    def on_commit(self, migration_id: str, epoch: int, image_hash: str) -> CommitDecision:
+        decision, domain = self.target.on_commit(self.now_s(), migration_id, epoch, image_hash)
+        if domain is not None:
+            self.images[domain.domain_id] = self.target.incoming[migration_id].image
+            self.cooldown_until_s[domain.domain_id] = self.now_s() + self.config.domain_cooldown_ms / 1000
+            self.tombstones.pop(domain.domain_id, None)
+            self.metrics.inc("migrations_received")
+            log.info("%s: domain %s arrived at epoch %d", self.node_id, domain.domain_id, epoch)
+            self.publish()
+        elif not decision.committed:
+            log.warning("%s: refused commit %s: %s", self.node_id, migration_id, decision.reason)
+        return decision
+
+    def on_abort(self, migration_id: str) -> str:
+        return self.target.on_abort(migration_id)
+
+    def on_query(self, migration_id: str) -> tuple[str, int]:
+        outcome = self.target.outcome(migration_id)
+        mig = self.target.incoming.get(migration_id)
+        return outcome, (mig.committed_epoch if mig else 0)
+
+    # -- status -------------------------------------------------------------------
+    def status(self) -> dict:
+        assert self.dissemination is not None
+        t = self.model_time_s()
+        sample = self.host.sample(t)
+        alloc = {a[0]: a[2] for a in sample.allocations}
+        domains = [{"id": d.domain_id, "epoch": d.epoch, "state": d.state.value,
+                    "cpu_demand_cores": round(d.demand_cores(t), 4),
+                    "cpu_allocated_cores": round(alloc.get(d.domain_id, 0.0), 4),
+                    "memory_mib": d.spec.memory_mib, "vcpus": d.spec.vcpus, "workload": d.spec.workload.to_text()}
+                   for d in sorted(self.host.domains.values(), key=lambda d: d.domain_id)]
+        peers = [{"id": load.node_id, "address": load.address, "cpu_utilization": round(load.cpu_utilization, 4),
+                  "memory_utilization": round(load.memory_utilization, 4), "age_s": round(age, 3),
+                  "domains": load.domains} for load, age in self.dissemination.peers(self.now_s())]
+        migrations = [{"id": m.migration_id, "domain_id": m.domain_id, "direction": "out", "peer_id": m.target_id,
+                       "state": m.state.value} for m in self.outgoing.values() if m.state not in SOURCE_TERMINAL]
+        migrations += [{"id": m.migration_id, "domain_id": m.spec.domain_id, "direction": "in",
+                        "peer_id": m.source_id, "state": m.state.value} for m in self.target.active()]
+        mean = self.mean_estimate()
+        return {
+            "id": self.node_id, "address": self.address, "model_time_s": round(t, 3),
+            "cpu_utilization": round(sample.cpu_utilization, 4),
+            "memory_utilization": round(sample.memory_utilization, 4),
+            "cpu_capacity_cores": sample.cpu_capacity_cores, "cpu_demand_cores": round(sample.cpu_demand_cores, 4),
+            "cpu_unserved_cores": round(sample.cpu_unserved_cores, 4),
+            "memory_capacity_mib": sample.memory_capacity_mib, "memory_used_mib": sample.memory_used_mib,
+            "domains": domains, "peers": peers, "migrations": migrations,
+            "mean_utilization_estimate": round(mean, 4) if mean is not None else -1.0,
+            "balancing": self.balancing, "draining": self.target.draining,
+            "counters": self.metrics.snapshot(),
+        }

@@ -1,0 +1,411 @@
+"""`shoal cluster up/down`: a local cluster of agent OS processes on 127.0.0.1.
+
+The launcher is not part of the cluster: it starts agents, creates the
+domains, watches, and at the end quiesces balancing, counts every domain by
+asking every agent, and stops every process (SIGTERM, then SIGKILL), also on
+errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from random import Random
+from typing import TextIO
+
+from agent.adapters.control_client import ControlClient
+from hypervisor.domain import DomainSpec
+from hypervisor.workload import WorkloadSpec
+
+PLACEMENTS = ("skewed", "random", "single")
+WORKLOADS = ("constant", "sine", "walk")
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 5.0
+QUIESCE_TIMEOUT_S = 20.0
+# The launcher sizes domains so total CPU demand is this share of capacity.
+DEMAND_SHARE = 0.5
+
+
+class LaunchError(RuntimeError):
+    """The cluster could not be started as asked; the message says why."""
+
+
+@dataclass
+class Node:
+    node_id: str
+    address: str
+    pid: int
+    proc: subprocess.Popen | None = None
+    log_path: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    nodes: int = 8
+    domains: int = 48
+    placement: str = "skewed"
+    seed: int = 1
+    duration_s: float = 60.0
+    cpu_cores: float = 16.0
+    memory_mib: int = 65536
+    workload: str = "constant"
+    config_file: str | None = None
+    state_dir: str | None = None
+    detach: bool = False
+    json_output: bool = False
+
+    def validate(self) -> None:
+        if not 1 <= self.nodes <= 256:
+            raise LaunchError(f"--nodes must be 1..256, got {self.nodes}")
+        if not 0 <= self.domains <= 100_000:
+            raise LaunchError(f"--domains must be 0..100000, got {self.domains}")
+        if self.placement not in PLACEMENTS:
+            raise LaunchError(f"--placement must be one of {', '.join(PLACEMENTS)}")
+        if self.workload not in WORKLOADS:
+            raise LaunchError(f"--workload must be one of {', '.join(WORKLOADS)}")
+        if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
+            raise LaunchError(f"--duration must be a positive number of seconds, got {self.duration_s}")
+        if not (self.cpu_cores > 0 and math.isfinite(self.cpu_cores)) or self.memory_mib <= 0:
+            raise LaunchError("--cpu-cores and --memory-mib must be positive")
+        if self.detach and not self.state_dir:
+            raise LaunchError("--detach needs --state-dir DIR (where cluster.json is written)")
+        if self.config_file and not Path(self.config_file).is_file():
+            raise LaunchError(f"config file {self.config_file} does not exist")
+
+
+# -- domain sizing and placement ---------------------------------------------------
+def plan_domains(opts: ClusterOptions) -> list[tuple[DomainSpec, int]]:
+    """Domain specs and their node index: total demand ~DEMAND_SHARE of capacity.
+
+    Memory is sized so every domain fits one node (the `single` placement
+    overloads that node's CPU, never its memory).
+    """
+    if opts.domains == 0:
+        return []
+    rng = Random(opts.seed)
+    total_demand = DEMAND_SHARE * opts.nodes * opts.cpu_cores
+    mean_demand = total_demand / opts.domains
+    vcpus = max(1, math.ceil(mean_demand / 0.6))
+    memory_mib = max(64, min(4096, int(0.9 * opts.memory_mib / opts.domains) // 64 * 64))
+    if memory_mib * opts.domains > opts.memory_mib:
+        raise LaunchError(f"{opts.domains} domains of at least 64 MiB do not fit one node of {opts.memory_mib} MiB")
+    weights = [0.5 + rng.random() for _ in range(opts.domains)]
+    scale = total_demand / sum(weights)
+    levels = [min(1.0, w * scale / vcpus) for w in weights]
+    if opts.placement == "single":
+        hosts = [0] * opts.domains
+    elif opts.placement == "skewed":
+        loaded = max(1, math.ceil(opts.nodes / 4))
+        hosts = [i % loaded for i in range(opts.domains)]
+    else:
+        hosts = [rng.randrange(opts.nodes) for _ in range(opts.domains)]
+    plans = []
+    for i, level in enumerate(levels):
+        if opts.workload == "sine":
+            workload = WorkloadSpec("sine", (("amplitude", round(0.3 * level, 4)), ("mean", round(level, 4)),
+                                             ("period_s", 120.0), ("phase_s", float(rng.randrange(120)))))
+        elif opts.workload == "walk":
+            workload = WorkloadSpec("walk", (("interval_s", 5.0), ("seed", float(rng.randrange(1 << 30))),
+                                             ("start", round(level, 4)), ("step", 0.03)))
+        else:
+            workload = WorkloadSpec("constant", (("level", round(level, 4)),))
+        spec = DomainSpec(domain_id=f"dom-{i:04d}", vcpus=vcpus, memory_mib=memory_mib, name=f"guest {i}",
+                          workload=workload, image_seed=opts.seed * 100_003 + i)
+        plans.append((spec, hosts[i]))
+    return plans
+
+
+# -- processes ------------------------------------------------------------------------
+def _agent_cmd(opts: ClusterOptions, node_id: str, seeds: list[str], ready: Path, origin_s: float,
+               seed: int) -> list[str]:
+    cmd = [sys.executable, "-m", "shoal", "agent", "--id", node_id, "--listen", "127.0.0.1:0",
+           "--cpu-cores", str(opts.cpu_cores), "--memory-mib", str(opts.memory_mib),
+           "--ready-file", str(ready), "--clock-origin", repr(origin_s), "--rng-seed", str(seed)]
+    if seeds:
+        cmd += ["--seeds", ",".join(seeds)]
+    if opts.config_file:
+        cmd += ["--config", opts.config_file]
+    return cmd
+
+
+def _spawn(cmd: list[str], log_path: Path, detach: bool) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=detach)
+
+
+async def _wait_ready(procs: list[tuple[str, subprocess.Popen, Path, Path]]) -> list[Node]:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    nodes: dict[str, Node] = {}
+    while len(nodes) < len(procs):
+        for node_id, proc, ready, log_path in procs:
+            if node_id in nodes:
+                continue
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+                raise LaunchError(f"agent {node_id} exited with code {proc.returncode} during start-up:\n{tail}")
+            if ready.exists():
+                info = json.loads(ready.read_text())
+                nodes[node_id] = Node(node_id, info["address"], proc.pid, proc, str(log_path))
+        if time.monotonic() > deadline:
+            raise LaunchError(f"agents not ready within {READY_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.05)
+    return [nodes[p[0]] for p in procs]
+
+
+async def start_agents(opts: ClusterOptions, state_dir: Path) -> list[Node]:
+    """Starts node-0, then the others seeded with it; returns them once all listen."""
+    origin_s = time.time()
+    started: list[tuple[str, subprocess.Popen, Path, Path]] = []
+    nodes: list[Node] = []
+    try:
+        for batch in ([0], list(range(1, opts.nodes))):
+            seeds = [n.address for n in nodes[:3]]
+            group = []
+            for i in batch:
+                node_id = f"node-{i}"
+                ready, log_path = state_dir / f"{node_id}.ready", state_dir / f"{node_id}.log"
+                ready.unlink(missing_ok=True)
+                proc = _spawn(_agent_cmd(opts, node_id, seeds, ready, origin_s, opts.seed * 1000 + i),
+                              log_path, opts.detach)
+                group.append((node_id, proc, ready, log_path))
+            started += group
+            if group:
+                nodes += await _wait_ready(group)
+        return nodes
+    except BaseException:
+        stop_processes([Node(n, "", p.pid, p) for n, p, _, _ in started])
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _is_shoal_agent(pid: int) -> bool:
+    """Guards `cluster down` against a recycled pid: only signal our own agents."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _alive(pid)
+    return b"shoal" in b" ".join(cmdline) and b"agent" in cmdline
+
+
+def stop_processes(nodes: list[Node], grace_s: float = STOP_GRACE_S) -> list[str]:
+    """SIGTERM every agent, SIGKILL what is left after grace_s; returns a line per node."""
+    report = []
+    for n in nodes:
+        if n.proc is not None and n.proc.poll() is None:
+            n.proc.send_signal(signal.SIGTERM)
+        elif n.proc is None and _alive(n.pid) and _is_shoal_agent(n.pid):
+            os.kill(n.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for n in nodes:
+        how = "stopped"
+        if n.proc is not None:
+            try:
+                n.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+                n.proc.wait()
+                how = "killed"
+        else:
+            while _alive(n.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(n.pid) and _is_shoal_agent(n.pid):
+                os.kill(n.pid, signal.SIGKILL)
+                how = "killed"
+        report.append(f"{n.node_id} (pid {n.pid}) {how}")
+    return report
+
+
+# -- observation -------------------------------------------------------------------------
+def cov(values: list[float]) -> float:
+    """Coefficient of variation (population std / mean); 0 for an idle cluster."""
+    if not values:
+        return 0.0
+    mean = statistics.fmean(values)
+    return statistics.pstdev(values) / mean if mean > 0 else 0.0
+
+
+async def gather_status(clients: list[ControlClient]) -> list[dict | None]:
+    async def one(c: ControlClient):
+        try:
+            return await c.status(timeout_s=3.0)
+        except Exception:  # noqa: BLE001 - a dead agent shows as a gap, not a crash
+            return None
+    return list(await asyncio.gather(*(one(c) for c in clients)))
+
+
+def render_table(statuses: list[dict | None], nodes: list[Node], elapsed_s: float, duration_s: float) -> str:
+    lines = [f"shoal cluster: {len(nodes)} nodes  t={elapsed_s:5.1f}/{duration_s:.0f}s",
+             f"{'node':<10}{'cpu%':>7}{'mem%':>7}{'domains':>9}{'migr out':>10}{'migr in':>9}  load"]
+    for node, s in zip(nodes, statuses):
+        if s is None:
+            lines.append(f"{node.node_id:<10}{'--':>7}{'--':>7}{'--':>9}{'--':>10}{'--':>9}  unreachable")
+            continue
+        c = s["counters"]
+        cpu = s["cpu_utilization"]
+        bar = "#" * min(40, int(round(cpu * 20)))
+        lines.append(f"{node.node_id:<10}{cpu * 100:7.1f}{s['memory_utilization'] * 100:7.1f}{len(s['domains']):9d}"
+                     f"{c.get('migrations_succeeded', 0):10d}{c.get('migrations_received', 0):9d}  {bar}")
+    cpus = [s["cpu_utilization"] for s in statuses if s]
+    if cpus:
+        lines.append(f"cov {cov(cpus):.3f}   max cpu {max(cpus) * 100:.1f}%")
+    return "\n".join(lines)
+
+
+def account_domains(expected: list[str], statuses: list[dict | None]) -> tuple[list[str], list[str]]:
+    """(lost, duplicate) domain ids, by asking every agent what it holds."""
+    holders: dict[str, int] = {}
+    for s in statuses:
+        for d in (s or {}).get("domains", []):
+            holders[d["id"]] = holders.get(d["id"], 0) + 1
+    lost = sorted(d for d in expected if d not in holders)
+    dup = sorted(d for d, count in holders.items() if count > 1)
+    return lost, dup
+
+
+def summary(nodes: list[Node], statuses: list[dict | None], expected: list[str], initial_cov: float,
+            wall_s: float) -> dict:
+    cpus = [s["cpu_utilization"] for s in statuses if s]
+    lost, dup = account_domains(expected, statuses)
+    return {
+        "nodes": [{"id": n.node_id, "address": n.address,
+                   "cpu_utilization": s["cpu_utilization"] if s else None,
+                   "memory_utilization": s["memory_utilization"] if s else None,
+                   "domains": len(s["domains"]) if s else None} for n, s in zip(nodes, statuses)],
+        "domains_total": sum(len(s["domains"]) for s in statuses if s),
+        "migrations": sum(s["counters"].get("migrations_succeeded", 0) for s in statuses if s),
+        "migrations_failed": sum(v for s in statuses if s for k, v in s["counters"].items()
+                                 if k.startswith("migrations_failed")),
+        "initial_cov": round(initial_cov, 4),
+        "final_cov": round(cov(cpus), 4),
+        "max_cpu_utilization": round(max(cpus), 4) if cpus else None,
+        "lost_domains": lost,
+        "duplicate_domains": dup,
+        "unreachable_nodes": [n.node_id for n, s in zip(nodes, statuses) if s is None],
+        "wall_seconds": round(wall_s, 2),
+    }
+
+
+async def quiesce(clients: list[ControlClient]) -> None:
+    """Pauses balancing everywhere and waits for in-flight migrations to settle."""
+    await asyncio.gather(*(c.set_balancing(False) for c in clients), return_exceptions=True)
+    deadline = time.monotonic() + QUIESCE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        statuses = await gather_status(clients)
+        if all(s is None or not s["migrations"] for s in statuses):
+            return
+        await asyncio.sleep(0.1)
+
+
+# -- commands ------------------------------------------------------------------------------
+async def create_domains(nodes: list[Node], plans: list[tuple[DomainSpec, int]]) -> None:
+    clients = [ControlClient(n.address) for n in nodes]
+    try:
+        sem = asyncio.Semaphore(16)
+
+        async def one(spec: DomainSpec, idx: int) -> None:
+            async with sem:
+                await clients[idx].create_domain(spec)
+        await asyncio.gather(*(one(spec, idx) for spec, idx in plans))
+    finally:
+        for c in clients:
+            await c.close()
+
+
+def write_cluster_file(state_dir: Path, nodes: list[Node]) -> Path:
+    path = state_dir / "cluster.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"nodes": [{"id": n.node_id, "address": n.address, "pid": n.pid}
+                                         for n in nodes]}, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+async def cluster_up(opts: ClusterOptions, out: TextIO = sys.stdout, live: TextIO | None = None) -> dict | None:
+    """Runs `cluster up`; returns the summary (None when detached)."""
+    opts.validate()
+    plans = plan_domains(opts)
+    live = live or (sys.stderr if opts.json_output else out)
+    tmp = None
+    if opts.state_dir:
+        state_dir = Path(opts.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="shoal-cluster-")
+        state_dir = Path(tmp.name)
+    nodes: list[Node] = []
+    started = time.monotonic()
+    try:
+        nodes = await start_agents(opts, state_dir)
+        await create_domains(nodes, plans)
+        if opts.detach:
+            path = write_cluster_file(state_dir, nodes)
+            print(f"cluster of {len(nodes)} agents running; state in {path}", file=out)
+            print(f"stop it with: shoal cluster down --state-dir {state_dir}", file=out)
+            nodes = []  # detached: leave them running
+            return None
+        clients = [ControlClient(n.address) for n in nodes]
+        try:
+            first = await gather_status(clients)
+            initial_cov = cov([s["cpu_utilization"] for s in first if s])
+            tty = live.isatty()
+            t0 = time.monotonic()
+            last_print = -1e9
+            while (elapsed := time.monotonic() - t0) < opts.duration_s:
+                statuses = await gather_status(clients)
+                table = render_table(statuses, nodes, elapsed, opts.duration_s)
+                if tty:
+                    live.write("\x1b[H\x1b[2J" + table + "\n")
+                    live.flush()
+                elif elapsed - last_print >= 5.0:
+                    live.write(table + "\n\n")
+                    live.flush()
+                    last_print = elapsed
+                await asyncio.sleep(min(1.0, max(0.0, opts.duration_s - (time.monotonic() - t0))))
+            await quiesce(clients)
+            final = await gather_status(clients)
+        finally:
+            for c in clients:
+                await c.close()
+        result = summary(nodes, final, [spec.domain_id for spec, _ in plans], initial_cov,
+                         time.monotonic() - started)
+        return result
+    finally:
+        if nodes:
+            stop_processes(nodes)
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def cluster_down(state_dir: str, out: TextIO = sys.stdout) -> int:
+    path = Path(state_dir) / "cluster.json"
+    if not path.is_file():
+        raise LaunchError(f"no cluster.json in {state_dir} (was the cluster started with --detach there?)")
+    try:
+        data = json.loads(path.read_text())
+        nodes = [Node(n["id"], n["address"], int(n["pid"])) for n in data["nodes"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LaunchError(f"{path} is not a cluster file: {exc}") from None
+    for line in stop_processes(nodes):
+        print(line, file=out)
+    path.unlink()
+    return 0

@@ -1,0 +1,93 @@
+"""One agent as an OS process: config, server, loops, signals, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.adapters.grpc_server import start_server
+from agent.core.config import AgentConfig, ConfigError, config_from_mapping
+from agent.runtime.agent import Agent
+from hypervisor.host import HostSpec, HostSpecError
+
+log = logging.getLogger("shoal.agent")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    node_id: str
+    listen: str
+    seeds: tuple[str, ...]
+    cpu_cores: float
+    memory_mib: int
+    config: AgentConfig
+    ready_file: str | None = None
+    rng_seed: int | None = None
+    clock_origin_s: float | None = None
+
+
+def load_config_file(path: str | None, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """Reads a TOML config (top-level keys or an [agent] table); raises ConfigError."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        values = dict(data.get("agent", data)) if isinstance(data.get("agent", data), dict) else {}
+    values.update(overrides or {})
+    try:
+        return config_from_mapping(values)
+    except TypeError as exc:  # a value of the wrong kind reached the dataclass
+        raise ConfigError(str(exc)) from None
+
+
+def host_spec(cpu_cores: float, memory_mib: int, config: AgentConfig) -> HostSpec:
+    spec = HostSpec(cpu_cores=cpu_cores, memory_mib=memory_mib, cpu_overcommit_ratio=config.cpu_overcommit_ratio)
+    try:
+        spec.validate()
+    except HostSpecError as exc:
+        raise ConfigError(str(exc)) from None
+    return spec
+
+
+def write_ready_file(path: str, payload: dict) -> None:
+    """Atomically writes the bound address, so a launcher never reads half a file."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)
+
+
+async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
+    agent = Agent(opts.node_id, host_spec(opts.cpu_cores, opts.memory_mib, opts.config), opts.config,
+                  seeds=opts.seeds, rng_seed=opts.rng_seed, clock_origin_s=opts.clock_origin_s)
+    server, address = await start_server(agent, opts.listen)
+    agent.bind(address)
+    agent.start_loops()
+    log.info("%s: serving on %s (%g cores, %d MiB, seeds %s)", opts.node_id, address, opts.cpu_cores,
+             opts.memory_mib, ",".join(opts.seeds) or "none")
+    if opts.ready_file:
+        write_ready_file(opts.ready_file, {"id": opts.node_id, "address": address, "pid": os.getpid()})
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # not the main thread (tests run agents in-process)
+    try:
+        await stop.wait()
+    finally:
+        log.info("%s: stopping", opts.node_id)
+        await agent.stop()
+        await server.stop(grace=1.0)

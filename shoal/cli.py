@@ -1,0 +1,227 @@
+"""The `shoal` command line. Every failure is a clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import sys
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as `shoal: error: ...`, exit code EXIT_ERROR or given."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _positive_int(text) if text.strip() != "0" else 0
+    return value
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return text
+
+
+def _seeds(text: str) -> tuple[str, ...]:
+    return tuple(_address(s.strip()) for s in text.split(",") if s.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shoal",
+        description="Shoal: self-managing node agents that gossip utilization over gRPC and live-migrate "
+                    "guest domains by local rules, so the cluster balances itself with no central manager.")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log verbosity (logs go to stderr)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    a = sub.add_parser("agent", help="run one node agent in the foreground",
+                       description="Run one node agent: serves gossip, migration and control over gRPC, "
+                                   "models this node's hypervisor, and balances with its neighbours.")
+    a.add_argument("--id", required=True, help="stable node id (1-128 of [A-Za-z0-9._:-])")
+    a.add_argument("--listen", required=True, type=_address,
+                   help="HOST:PORT to serve on; port 0 picks a free port (see --ready-file)")
+    a.add_argument("--seeds", type=_seeds, default=(), help="comma-separated HOST:PORT of agents to join through")
+    a.add_argument("--cpu-cores", type=_positive_float, default=16.0, help="CPU capacity in cores (default 16)")
+    a.add_argument("--memory-mib", type=_positive_int, default=65536, help="memory capacity in MiB (default 65536)")
+    a.add_argument("--config", help="TOML file of agent settings (see README: Configuration)")
+    a.add_argument("--profile", choices=["local", "lan", "wan"], help="settings profile (default local)")
+    a.add_argument("--ready-file", help="write {id, address, pid} as JSON here once listening")
+    a.add_argument("--clock-origin", type=float, help="wall-clock unix time of model time 0 (shared by a cluster)")
+    a.add_argument("--rng-seed", type=int, help="seed of this agent's random choices (default: random)")
+
+    c = sub.add_parser("cluster", help="run a local multi-process cluster",
+                       description="Start or stop a local cluster of agent processes on 127.0.0.1.")
+    csub = c.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND", required=True)
+    up = csub.add_parser("up", help="start N agents, create M domains, watch them balance, stop",
+                         description="Start N agents as separate OS processes on 127.0.0.1 (free ports), create "
+                                     "M domains placed as asked (total CPU demand about half the cluster's "
+                                     "capacity), show a live table, then print a summary and stop every agent.")
+    up.add_argument("--nodes", type=_positive_int, default=8, help="number of agents (default 8)")
+    up.add_argument("--domains", type=_non_negative_int, default=48, help="number of domains (default 48)")
+    up.add_argument("--placement", choices=["skewed", "random", "single"], default="skewed",
+                    help="initial placement: skewed (first quarter of the nodes), random, or single (node-0); "
+                         "default skewed")
+    up.add_argument("--workload", choices=["constant", "sine", "walk"], default="constant",
+                    help="CPU demand of each domain over time (default constant)")
+    up.add_argument("--seed", type=int, default=1, help="seed for sizing and placement (default 1)")
+    up.add_argument("--duration", type=_positive_float, default=60.0, help="seconds to run (default 60)")
+    up.add_argument("--cpu-cores", type=_positive_float, default=16.0, help="cores per node (default 16)")
+    up.add_argument("--memory-mib", type=_positive_int, default=65536, help="MiB per node (default 65536)")
+    up.add_argument("--config", help="TOML agent settings passed to every agent")
+    up.add_argument("--json", action="store_true", help="print only a JSON summary on stdout (live table on stderr)")
+    up.add_argument("--detach", action="store_true", help="leave the cluster running (needs --state-dir)")
+    up.add_argument("--state-dir", help="folder for cluster.json, agent logs and ready files")
+    down = csub.add_parser("down", help="stop a detached cluster",
+                           description="Stop every agent listed in DIR/cluster.json (SIGTERM, then SIGKILL).")
+    down.add_argument("--state-dir", required=True, help="the folder given to `cluster up --detach`")
+
+    s = sub.add_parser("status", help="show one agent's view of itself and its peers",
+                       description="Ask one agent for its state: utilization, domains, known peers with their "
+                                   "last reported utilization and age, migrations and counters.")
+    s.add_argument("--target", required=True, type=_address, help="the agent's HOST:PORT")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from agent.core.config import ConfigError
+    from agent.core.validation import ID_RE
+    from agent.runtime.process import AgentOptions, host_spec, load_config_file, serve
+
+    if not ID_RE.match(args.id):
+        raise CliError(f"--id {args.id!r} must be 1-128 characters of [A-Za-z0-9._:-]", EXIT_USAGE)
+    try:
+        config = load_config_file(args.config, {"profile": args.profile} if args.profile else None)
+        host_spec(args.cpu_cores, args.memory_mib, config)
+    except ConfigError as exc:
+        raise CliError(f"bad configuration: {exc}", EXIT_USAGE) from None
+    opts = AgentOptions(node_id=args.id, listen=args.listen, seeds=args.seeds, cpu_cores=args.cpu_cores,
+                        memory_mib=args.memory_mib, config=config, ready_file=args.ready_file,
+                        rng_seed=args.rng_seed, clock_origin_s=args.clock_origin)
+    try:
+        asyncio.run(serve(opts))
+    except OSError as exc:
+        raise CliError(f"agent {args.id}: {exc}") from None
+    return EXIT_OK
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from agent.runtime.launcher import ClusterOptions, LaunchError, cluster_down, cluster_up
+
+    try:
+        if args.cluster_command == "down":
+            return cluster_down(args.state_dir)
+        opts = ClusterOptions(nodes=args.nodes, domains=args.domains, placement=args.placement, seed=args.seed,
+                              duration_s=args.duration, cpu_cores=args.cpu_cores, memory_mib=args.memory_mib,
+                              workload=args.workload, config_file=args.config, state_dir=args.state_dir,
+                              detach=args.detach, json_output=args.json)
+        result = asyncio.run(cluster_up(opts))
+    except LaunchError as exc:
+        raise CliError(str(exc)) from None
+    if result is None:
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(_format_summary(result))
+    return EXIT_OK if not (result["lost_domains"] or result["duplicate_domains"]) else EXIT_ERROR
+
+
+def _format_summary(r: dict) -> str:
+    lines = ["", "summary", f"{'node':<10}{'cpu%':>7}{'mem%':>7}{'domains':>9}  address"]
+    for n in r["nodes"]:
+        if n["cpu_utilization"] is None:
+            lines.append(f"{n['id']:<10}{'--':>7}{'--':>7}{'--':>9}  {n['address']} (unreachable)")
+        else:
+            lines.append(f"{n['id']:<10}{n['cpu_utilization'] * 100:7.1f}{n['memory_utilization'] * 100:7.1f}"
+                         f"{n['domains']:9d}  {n['address']}")
+    lines += [f"domains: {r['domains_total']}   migrations: {r['migrations']} (failed or refused: "
+              f"{r['migrations_failed']})",
+              f"cpu utilization CoV: {r['initial_cov']:.3f} -> {r['final_cov']:.3f}   "
+              f"max cpu: {(r['max_cpu_utilization'] or 0) * 100:.1f}%",
+              f"lost domains: {r['lost_domains'] or 'none'}   duplicate domains: {r['duplicate_domains'] or 'none'}"]
+    return "\n".join(lines)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import grpc
+
+    from agent.adapters.control_client import ControlClient
+
+    async def fetch() -> dict:
+        client = ControlClient(args.target)
+        try:
+            return await client.status()
+        finally:
+            await client.close()
+    try:
+        s = asyncio.run(fetch())
+    except grpc.aio.AioRpcError as exc:
+        raise CliError(f"cannot get status from {args.target}: {exc.code().name}: {exc.details()}") from None
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return EXIT_OK
+    print(f"node {s['id']} at {s['address']}: cpu {s['cpu_utilization'] * 100:.1f}% "
+          f"({s['cpu_demand_cores']:.2f}/{s['cpu_capacity_cores']:g} cores, unserved {s['cpu_unserved_cores']:.2f}), "
+          f"memory {s['memory_utilization'] * 100:.1f}%, cluster mean estimate "
+          f"{s['mean_utilization_estimate'] * 100:.1f}%, balancing {'on' if s['balancing'] else 'paused'}")
+    print(f"\n{'domain':<14}{'epoch':>6}  {'state':<14}{'cpu':>7}{'mem MiB':>9}")
+    for d in s["domains"]:
+        print(f"{d['id']:<14}{d['epoch']:>6}  {d['state']:<14}{d['cpu_demand_cores']:7.2f}{d['memory_mib']:9d}")
+    print(f"\n{'peer':<14}{'cpu%':>7}{'mem%':>7}{'age s':>8}  address")
+    for p in s["peers"]:
+        print(f"{p['id']:<14}{p['cpu_utilization'] * 100:7.1f}{p['memory_utilization'] * 100:7.1f}"
+              f"{p['age_s']:8.1f}  {p['address']}")
+    if s["migrations"]:
+        print("\nmigrations in flight:")
+        for m in s["migrations"]:
+            print(f"  {m['direction']:<4}{m['domain_id']:<14}{m['peer_id']:<14}{m['state']}")
+    print("\ncounters: " + ", ".join(f"{k}={v}" for k, v in s["counters"].items()))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status}
+    try:
+        return handlers[args.command](args)
+    except CliError as exc:
+        print(f"shoal: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("shoal: interrupted", file=sys.stderr)
+        return 130
