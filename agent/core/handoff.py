@@ -184,6 +184,9 @@ class TargetHandoffs:
                 self.host.spec.cpu_cores, req.demand_cores, self.config.improvement_min):
             return PrepareDecision(False, f"no improvement: target at {live_demand / self.host.spec.cpu_cores:.2f} "
                                           f"would not end below source")
+        admission = self.host.admit(req.spec)
+        if not admission.ok:
+            return PrepareDecision(False, admission.reason)
         image = MemoryImage.empty(req.spec.memory_mib, self.config.image_real_bytes_max)
         if req.image_bytes != image.real_page_count * PAGE_SIZE:
             return PrepareDecision(False, f"image of {req.image_bytes} bytes, this node takes "

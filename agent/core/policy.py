@@ -12,8 +12,10 @@ that strictly lower the larger utilization of the pair, by at least
 
     max(u_src - d/C_src, u_tgt + d/C_tgt) < max(u_src, u_tgt) - improvement_min
 
-Each such move lowers the sum of squared utilizations, so no sequence of
-accepted moves can cycle (no ping-pong), and the system converges. Among them
+Each such move replaces the pair's larger utilization by two smaller ones, so
+the vector of all utilizations sorted high to low falls lexicographically (with
+equal capacities, the sum of squares falls too): no sequence of accepted moves
+can cycle (no ping-pong), and the system converges. Among them
 it prefers the cheapest migration (smallest memory: the MMT rule of Beloglazov
 & Buyya), then the neighbour that ends lowest. The target re-checks the same
 inequality against its live state including reservations (`improves`), which

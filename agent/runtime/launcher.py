@@ -271,14 +271,24 @@ def render_table(statuses: list[dict | None], nodes: list[Node], elapsed_s: floa
     return "\n".join(lines)
 
 
+ACTIVE_STATES = ("running", "migrating-out")
+
+
 def account_domains(expected: list[str], statuses: list[dict | None]) -> tuple[list[str], list[str]]:
-    """(lost, duplicate) domain ids, by asking every agent what it holds."""
-    holders: dict[str, int] = {}
+    """(lost, duplicate) domain ids, by asking every agent what it holds.
+
+    Lost: held nowhere, not even paused. Duplicate: more than one *active*
+    copy (a paused source copy waiting for its commit answer is not active).
+    """
+    held: set[str] = set()
+    active: dict[str, int] = {}
     for s in statuses:
         for d in (s or {}).get("domains", []):
-            holders[d["id"]] = holders.get(d["id"], 0) + 1
-    lost = sorted(d for d in expected if d not in holders)
-    dup = sorted(d for d, count in holders.items() if count > 1)
+            held.add(d["id"])
+            if d["state"] in ACTIVE_STATES:
+                active[d["id"]] = active.get(d["id"], 0) + 1
+    lost = sorted(d for d in expected if d not in held)
+    dup = sorted(d for d, count in active.items() if count > 1)
     return lost, dup
 
 

@@ -1,0 +1,123 @@
+"""Guest domains: the spec (what an operator asks for) and the live domain.
+
+A `DomainSpec` is a frozen value that travels with the domain when it
+migrates. A `Domain` is the host's record of one guest: its spec, its state,
+its `epoch` (raised by whoever takes ownership, so a stale copy can be told
+apart from the current one) and its CPU-demand source.
+
+CPU quotas follow Xen's credit scheduler: `cpu_weight` is a relative share
+(default 256), `cpu_cap_pct` is a ceiling in percent of one physical core
+(0 = uncapped, 150 = one and a half cores).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from hypervisor.workload import DemandSource, WorkloadError, WorkloadSpec, make_demand
+
+VCPUS_MAX = 512
+MEMORY_MIB_MAX = 4 * 1024 * 1024  # 4 TiB
+CPU_WEIGHT_MAX = 65535  # Xen's credit scheduler accepts 1..65535
+DOMAIN_ID_CHARS_MAX = 128
+IMAGE_SEED_MAX = 2**64 - 1  # fits a uint64 on the wire
+
+_DOMAIN_ID_RE = re.compile(r"[A-Za-z0-9._:-]+")
+
+
+class DomainSpecError(ValueError):
+    """A domain spec is invalid; the message names the field and why."""
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    domain_id: str
+    vcpus: int
+    memory_mib: int
+    name: str = ""
+    cpu_weight: int = 256
+    cpu_cap_pct: int = 0  # Xen-style: percent of one physical core, 0 = uncapped
+    labels: tuple[tuple[str, str], ...] = ()
+    workload: WorkloadSpec = WorkloadSpec("constant", (("level", 0.5),))
+    image_seed: int = 0
+
+    @property
+    def cap_cores(self) -> float | None:
+        return None if self.cpu_cap_pct == 0 else self.cpu_cap_pct / 100.0
+
+    def validate(self) -> None:
+        """Raise DomainSpecError unless every field is in range."""
+        if not isinstance(self.domain_id, str) or not self.domain_id:
+            raise DomainSpecError("domain_id must be a non-empty string")
+        if len(self.domain_id) > DOMAIN_ID_CHARS_MAX:
+            raise DomainSpecError(
+                f"domain_id must be at most {DOMAIN_ID_CHARS_MAX} characters, got {len(self.domain_id)}"
+            )
+        if not _DOMAIN_ID_RE.fullmatch(self.domain_id):
+            raise DomainSpecError(f"domain_id {self.domain_id!r} may hold only A-Z a-z 0-9 . _ : -")
+        who = self.domain_id
+        _check_int(who, "vcpus", self.vcpus, 1, VCPUS_MAX)
+        _check_int(who, "memory_mib", self.memory_mib, 1, MEMORY_MIB_MAX)
+        _check_int(who, "cpu_weight", self.cpu_weight, 1, CPU_WEIGHT_MAX)
+        _check_int(who, "cpu_cap_pct", self.cpu_cap_pct, 0, self.vcpus * 100)
+        _check_int(who, "image_seed", self.image_seed, 0, IMAGE_SEED_MAX)
+        if not isinstance(self.name, str):
+            raise DomainSpecError(f"{who}: name must be a string")
+        keys: set[str] = set()
+        for label in self.labels:
+            if not (isinstance(label, tuple) and len(label) == 2 and all(isinstance(x, str) for x in label)):
+                raise DomainSpecError(f"{who}: each label must be a (key, value) pair of strings, got {label!r}")
+            if not label[0]:
+                raise DomainSpecError(f"{who}: label keys must be non-empty")
+            if label[0] in keys:
+                raise DomainSpecError(f"{who}: label {label[0]!r} given twice")
+            keys.add(label[0])
+        if not isinstance(self.workload, WorkloadSpec):
+            raise DomainSpecError(f"{who}: workload must be a WorkloadSpec")
+        try:
+            self.workload.validate()
+        except WorkloadError as exc:
+            raise DomainSpecError(f"{who}: workload: {exc}") from exc
+
+
+def _check_int(who: str, field: str, value: object, low: int, high: int) -> None:
+    # bool is an int subclass; True vCPUs is a bug, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DomainSpecError(f"{who}: {field} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise DomainSpecError(f"{who}: {field} must be in {low}..{high}, got {value}")
+
+
+class DomainState(enum.StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    MIGRATING_OUT = "migrating-out"  # still running here while its pages are copied
+    RESERVED_IN = "reserved-in"  # arriving: accounted here, not yet running
+
+
+class Domain:
+    """One guest on one host. Mutable: the host changes its state and epoch."""
+
+    def __init__(self, spec: DomainSpec, *, epoch: int = 0, state: DomainState = DomainState.RUNNING) -> None:
+        spec.validate()
+        self.spec = spec
+        self.epoch = epoch
+        self.state = state
+        self.demand: DemandSource = make_demand(spec.workload)
+
+    @property
+    def domain_id(self) -> str:
+        return self.spec.domain_id
+
+    def demand_cores(self, t_s: float) -> float:
+        """Cores the guest wants at model time t_s, after its cap; 0 when paused."""
+        if self.state is DomainState.PAUSED:
+            return 0.0
+        cores = self.demand.fraction_at(t_s) * self.spec.vcpus
+        cap = self.spec.cap_cores
+        return cores if cap is None else min(cores, cap)
+
+    def __repr__(self) -> str:
+        return f"Domain({self.spec.domain_id!r}, epoch={self.epoch}, state={self.state.value})"

@@ -1,0 +1,90 @@
+"""The command line: bad flags and configs fail clearly with non-zero exits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from shoal.cli import main
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_explains_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for cmd in ("agent", "cluster", "status"):
+        assert cmd in out.stdout
+    up = run("cluster", "up", "--help")
+    assert "--placement" in up.stdout and "--detach" in up.stdout and "--json" in up.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["--bogus"],
+    ["agent", "--id", "a", "--listen", "nohostport"],
+    ["agent", "--id", "a", "--listen", "127.0.0.1:0", "--cpu-cores", "-3"],
+    ["agent", "--id", "a", "--listen", "127.0.0.1:0", "--cpu-cores", "nan"],
+    ["cluster", "up", "--nodes", "0"],
+    ["cluster", "up", "--placement", "diagonal"],
+])
+def test_bad_flags_exit_2_with_a_message(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_bad_node_id_is_refused(capsys):
+    assert main(["agent", "--id", "has space", "--listen", "127.0.0.1:0"]) == 2
+    assert "--id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("gossip_interval_ms = 100\nbogus_setting = 3\n", "unknown setting(s) bogus_setting"),
+    ("high_watermark = 1.5\n", "high_watermark"),
+    ("peer_stale_ms = 100\ngossip_interval_ms = 500\n", "peer_stale_ms must be at least"),
+    ("gossip_interval_ms = 'fast'\n", "gossip_interval_ms"),
+    ("this is not toml", "config file"),
+])
+def test_broken_config_exits_2_and_names_the_problem(tmp_path, capsys, content, needle):
+    path = tmp_path / "agent.toml"
+    path.write_text(content)
+    assert main(["agent", "--id", "a", "--listen", "127.0.0.1:0", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad configuration" in err and needle in err
+
+
+def test_missing_config_file_is_reported(capsys):
+    assert main(["agent", "--id", "a", "--listen", "127.0.0.1:0", "--config", "/nonexistent.toml"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_detach_without_state_dir_is_refused(capsys):
+    assert main(["cluster", "up", "--detach"]) == 1
+    assert "--state-dir" in capsys.readouterr().err
+
+
+def test_status_of_an_unreachable_agent_fails_clearly():
+    out = run("status", "--target", "127.0.0.1:1", timeout=30)
+    assert out.returncode == 1
+    assert "cannot get status from 127.0.0.1:1" in out.stderr
+
+
+def test_cluster_down_without_a_cluster_file_fails_clearly(tmp_path, capsys):
+    assert main(["cluster", "down", "--state-dir", str(tmp_path)]) == 1
+    assert "no cluster.json" in capsys.readouterr().err
+
+
+def test_listen_on_a_taken_port_fails_clearly(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = run("agent", "--id", "a", "--listen", f"127.0.0.1:{port}", timeout=30)
+    assert out.returncode != 0
+    assert "127.0.0.1" in out.stderr

@@ -1,0 +1,138 @@
+"""Utilization gossip: freshest entry wins, ages travel, bad entries are rejected,
+and push-pull averaging converges to the true mean."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from random import Random
+
+import pytest
+
+from agent.core.config import AgentConfig
+from agent.core.dissemination import Dissemination
+from agent.core.messages import Averaging, Exchange, NodeLoad
+from agent.core.validation import InputRejected
+
+CFG = AgentConfig()
+
+
+def load(node_id: str, demand: float, capacity: float = 10.0, hb: int = 0) -> NodeLoad:
+    return NodeLoad(node_id, f"127.0.0.1:{1000 + int(node_id[1:])}", hb, capacity, demand, 1000.0, 100.0)
+
+
+def node(i: int, demand: float, capacity: float = 10.0, seed: int = 0) -> Dissemination:
+    d = Dissemination(f"n{i}", f"127.0.0.1:{1000 + i}", CFG, Random(seed + i))
+    d.publish(load(f"n{i}", demand, capacity), now_s=0.0)
+    return d
+
+
+def exchange(a: Dissemination, b: Dissemination, now_s: float) -> None:
+    a.on_exchange_reply(now_s, b.on_exchange(now_s, a.make_exchange(now_s)))
+
+
+def test_exchange_teaches_both_sides_about_each_other():
+    a, b = node(1, 2.0), node(2, 6.0)
+    exchange(a, b, 1.0)
+    assert [l.node_id for l, _ in a.peers(1.0)] == ["n2"]
+    assert [l.node_id for l, _ in b.peers(1.0)] == ["n1"]
+
+
+def test_older_heartbeat_never_replaces_a_newer_one():
+    a = node(1, 1.0)
+    new = replace(load("n9", 5.0), heartbeat=10)
+    old = replace(load("n9", 9.0), heartbeat=3)
+    a.on_exchange(0.0, Exchange("n9", new.address, (new,), Averaging(0, 0, 0)))
+    a.on_exchange(0.0, Exchange("n9", old.address, (old,), Averaging(0, 0, 0)))
+    assert a.entries["n9"].load.cpu_demand_cores == 5.0
+
+
+def test_age_travels_with_the_entry_across_hops():
+    a, b, c = node(1, 1.0), node(2, 1.0), node(3, 1.0)
+    exchange(a, b, 0.0)     # b learns a at t=0
+    exchange(c, b, 4.0)     # c learns a from b at t=4: a's entry is 4 s old
+    age = dict((l.node_id, age) for l, age in c.peers(4.0))["n1"]
+    assert 3.9 <= age <= 4.1
+
+
+def test_stale_entries_are_not_fresh_and_old_ones_are_forgotten():
+    a, b = node(1, 1.0), node(2, 1.0)
+    exchange(a, b, 0.0)
+    assert [l.node_id for l in a.fresh_peers(1.0)] == ["n2"]
+    assert a.fresh_peers(CFG.peer_stale_ms / 1000 + 1) == []
+    assert a.tick(CFG.peer_forget_ms / 1000 + 1) == ["n2"]
+    assert a.peers(100.0) == []
+
+
+@pytest.mark.parametrize("bad,reason", [
+    ({"cpu_demand_cores": math.nan}, "non_finite"),
+    ({"cpu_demand_cores": math.inf}, "non_finite"),
+    ({"cpu_demand_cores": -1.0}, "negative"),
+    ({"cpu_demand_cores": 10.0 * 101}, "out_of_range"),
+    ({"cpu_capacity_cores": 0.0}, "out_of_range"),
+    ({"schema_version": 99}, "schema_version"),
+    ({"node_id": "bad id with spaces"}, "bad_id"),
+    ({"address": "no-port"}, "bad_address"),
+])
+def test_malformed_entry_is_rejected_and_changes_nothing(bad, reason):
+    a = node(1, 1.0)
+    entry = replace(load("n5", 1.0), **bad)
+    with pytest.raises(InputRejected) as info:
+        a.on_exchange(0.0, Exchange("n5", "127.0.0.1:1005", (entry,), Averaging(0, 0, 0)))
+    assert info.value.reason == reason
+    assert a.entries == {}
+
+
+def test_too_many_entries_is_rejected_as_oversized():
+    a = node(1, 1.0)
+    entries = tuple(load(f"n{i}", 1.0) for i in range(2, CFG.gossip_entries_max + 3))
+    with pytest.raises(InputRejected) as info:
+        a.on_exchange(0.0, Exchange("n2", "127.0.0.1:1002", entries, Averaging(0, 0, 0)))
+    assert info.value.reason == "oversized"
+
+
+def test_digest_is_bounded_by_gossip_entries_max():
+    cfg = AgentConfig(gossip_entries_max=5)
+    a = Dissemination("n0", "127.0.0.1:1000", cfg, Random(1))
+    a.publish(load("n0", 1.0), 0.0)
+    for i in range(1, 20):
+        a.on_exchange(0.0, Exchange(f"n{i}", f"127.0.0.1:{1000 + i}", (load(f"n{i}", 1.0),), Averaging(0, 0, 0)))
+    assert len(a.make_exchange(0.0).entries) == 5
+
+
+def test_push_pull_averaging_converges_to_the_true_mean():
+    rng = Random(7)
+    demands = [rng.uniform(0, 16) for _ in range(40)]
+    capacities = [rng.choice([8.0, 16.0, 32.0]) for _ in range(40)]
+    nodes = [node(i, d, c) for i, (d, c) in enumerate(zip(demands, capacities))]
+    truth = sum(demands) / sum(capacities)
+    for rnd in range(15):
+        for a in nodes:
+            exchange(a, nodes[rng.randrange(len(nodes))], float(rnd))
+    errors = [abs(n.mean_utilization_estimate() - truth) for n in nodes]
+    assert max(errors) < 0.01 * max(truth, 1e-9) + 1e-3
+
+
+def test_averaging_restarts_in_a_new_epoch_and_tracks_load_change():
+    cfg = AgentConfig(averaging_epoch_rounds=5)
+    nodes = [Dissemination(f"n{i}", f"127.0.0.1:{1000 + i}", cfg, Random(i)) for i in range(6)]
+    for n in nodes:
+        n.publish(load(n.node_id, 2.0), 0.0)
+    rng = Random(3)
+    for rnd in range(12):
+        for a in nodes:
+            exchange(a, nodes[rng.randrange(6)], float(rnd))
+    for n in nodes:  # every node's load doubles
+        n.publish(load(n.node_id, 4.0), 20.0)
+    for rnd in range(30):
+        for a in nodes:
+            exchange(a, nodes[rng.randrange(6)], 20.0 + rnd)
+    assert all(n.averaging.epoch > 1 for n in nodes)
+    assert all(abs(n.mean_utilization_estimate() - 0.4) < 0.02 for n in nodes)
+
+
+def test_pick_peer_falls_back_to_seeds_until_peers_are_known():
+    d = Dissemination("n1", "127.0.0.1:1001", CFG, Random(1), seeds=("127.0.0.1:2000", "127.0.0.1:1001"))
+    assert d.pick_peer(0.0) == "127.0.0.1:2000"  # never itself
+    lonely = Dissemination("n1", "127.0.0.1:1001", CFG, Random(1))
+    assert lonely.pick_peer(0.0) is None

@@ -1,0 +1,168 @@
+"""Three agents in this process, each its own grpc.aio server on 127.0.0.1:0:
+gossip, balancing, migration with real bytes, and bad input over the wire."""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+
+from agent.adapters import grpc_codec as codec
+from agent.adapters.control_client import ControlClient
+from agent.core.messages import PrepareRequest
+from hypervisor.domain import DomainSpec
+from hypervisor.workload import WorkloadSpec
+from shoal.v1 import gossip_pb2, gossip_pb2_grpc, migration_pb2, migration_pb2_grpc, types_pb2
+from tests.conftest import wait_until
+
+
+def spec(i: int, level: float = 0.75, vcpus: int = 2, memory_mib: int = 1024) -> DomainSpec:
+    return DomainSpec(domain_id=f"dom-{i}", vcpus=vcpus, memory_mib=memory_mib,
+                      workload=WorkloadSpec("constant", (("level", level),)), image_seed=i)
+
+
+ACTIVE = ("running", "migrating-out")
+
+
+def holders(cluster, active_only: bool = False) -> dict[str, list[str]]:
+    where: dict[str, list[str]] = {}
+    for a in cluster.agents:
+        for d in a.host.domains.values():
+            if not active_only or d.state.value in ACTIVE:
+                where.setdefault(d.domain_id, []).append(a.node_id)
+    return where
+
+
+def no_migrations_in_flight(cluster) -> bool:
+    return all(not a.status()["migrations"] for a in cluster.agents)
+
+
+async def test_three_agents_learn_each_other_and_balance_a_skewed_node(local_cluster):
+    agents = [await local_cluster.add(f"n{i}") for i in range(3)]
+    for i in range(9):  # 9 x 1.5 cores on an 8-core node: 169 %
+        agents[0].create_domain(spec(i))
+    await wait_until(lambda: all(len(a.dissemination.entries) == 2 for a in agents), 10, "full views")
+    def balanced() -> bool:
+        # Invariant 1 at every observation: never two active copies of a domain.
+        assert all(len(h) == 1 for h in holders(local_cluster, active_only=True).values())
+        return max(a.host.sample(a.model_time_s()).cpu_utilization for a in agents) <= 0.8
+
+    await wait_until(balanced, 30, "balance under the watermark")
+    for a in agents:
+        a.balancing = False
+    await wait_until(lambda: no_migrations_in_flight(local_cluster), 10, "in-flight migrations to finish")
+    where = holders(local_cluster)
+    assert sorted(where) == [f"dom-{i}" for i in range(9)]
+    assert all(len(h) == 1 for h in where.values())
+    moved = [d for a in agents[1:] for d in a.host.domains.values()]
+    assert moved and all(d.epoch == 2 for d in moved)
+    # the bytes really moved: the arrived image hashes equal to a fresh copy of the source's
+    from hypervisor.memory import MemoryImage
+    for d in moved:
+        owner = next(a for a in agents if d.domain_id in a.host.domains)
+        fresh = MemoryImage(d.spec.memory_mib, owner.config.image_real_bytes_max, seed=d.spec.image_seed)
+        assert owner.images[d.domain_id].content_hash() == fresh.content_hash()
+
+
+async def test_operator_migration_over_control_api_moves_domain_and_raises_epoch(local_cluster):
+    a = await local_cluster.add("a")
+    b = await local_cluster.add("b")
+    a.balancing = b.balancing = False
+    a.create_domain(spec(1, level=0.1))
+    await wait_until(lambda: "b" in a.dissemination.entries, 10, "a to learn b")
+    client = ControlClient(a.address)
+    try:
+        resp = await client.migrate("dom-1", "b")
+        assert resp.migrated, resp.reason
+        assert resp.epoch == 2 and resp.bytes_sent > 0
+        assert "dom-1" in b.host.domains and "dom-1" not in a.host.domains
+        refused = await client.migrate("dom-1", "b")
+        assert not refused.migrated and "no domain" in refused.reason
+        st = await client.status()
+        assert st["counters"]["migrations_succeeded"] == 1
+    finally:
+        await client.close()
+
+
+async def test_malformed_gossip_is_rejected_with_a_status_and_the_agent_keeps_running(local_cluster):
+    a = await local_cluster.add("a", loops=False)
+    channel = grpc.aio.insecure_channel(a.address)
+    stub = gossip_pb2_grpc.GossipStub(channel)
+
+    def entry(**over) -> types_pb2.NodeState:
+        base = dict(schema_version=1, node_id="evil", address="127.0.0.1:9", heartbeat=1, cpu_capacity_cores=8,
+                    cpu_demand_cores=1, memory_capacity_mib=1024, memory_used_mib=0)
+        base.update(over)
+        return types_pb2.NodeState(**base)
+
+    try:
+        cases = [entry(cpu_demand_cores=math.nan), entry(cpu_demand_cores=-2.0),
+                 entry(cpu_demand_cores=8 * 101.0), entry(schema_version=7)]
+        for bad in cases:
+            req = gossip_pb2.ExchangeRequest(schema_version=1, sender_id="evil", sender_address="127.0.0.1:9",
+                                             entries=[bad], averaging=gossip_pb2.Averaging())
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Exchange(req, timeout=2)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details()
+        assert a.dissemination.entries == {}
+        st = await ControlClient(a.address).status()
+        assert sum(v for k, v in st["counters"].items() if k.startswith("rejected_inputs")) == len(cases)
+        # a good exchange still works afterwards
+        good = gossip_pb2.ExchangeRequest(schema_version=1, sender_id="ok", sender_address="127.0.0.1:9",
+                                          entries=[entry(node_id="ok")], averaging=gossip_pb2.Averaging())
+        reply = await stub.Exchange(good, timeout=2)
+        assert reply.responder_id == "a" and "ok" in a.dissemination.entries
+    finally:
+        await channel.close()
+
+
+async def test_oversized_message_is_refused_by_grpc_limits(local_cluster):
+    a = await local_cluster.add("a", loops=False)
+    channel = grpc.aio.insecure_channel(a.address, options=[("grpc.max_send_message_length", 64 << 20)])
+    try:
+        stub = gossip_pb2_grpc.GossipStub(channel)
+        huge = gossip_pb2.ExchangeRequest(schema_version=1, sender_id="x", sender_address="127.0.0.1:9",
+                                          entries=[types_pb2.NodeState(node_id="x" * (a.config.message_bytes_max))])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Exchange(huge, timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (await ControlClient(a.address).status())["id"] == "a"
+    finally:
+        await channel.close()
+
+
+async def test_prepare_that_would_exceed_target_memory_is_refused_over_grpc(local_cluster):
+    a = await local_cluster.add("a", memory_mib=2048, loops=False)
+    channel = grpc.aio.insecure_channel(a.address)
+    try:
+        stub = migration_pb2_grpc.MigrationStub(channel)
+        req = PrepareRequest("m-big", "src", spec(1, memory_mib=4096), 1, 1.0, 8.0, 8.0, 0, False)
+        resp = await stub.Prepare(codec.prepare_to_pb(req), timeout=2)
+        assert not resp.accepted and "memory" in resp.reason
+        assert a.host.committed_memory_mib == 0
+        chunk = migration_pb2.TransferChunk(migration_id="m-unknown", data=b"\0" * 4096)
+
+        async def one():
+            yield chunk
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Transfer(one(), timeout=2)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await channel.close()
+
+
+async def test_create_domain_refusals_carry_status_codes(local_cluster):
+    a = await local_cluster.add("a", memory_mib=2048, loops=False)
+    client = ControlClient(a.address)
+    try:
+        await client.create_domain(spec(1, memory_mib=1024))
+        for bad, code in [(spec(1), grpc.StatusCode.ALREADY_EXISTS),
+                          (spec(2, memory_mib=4096), grpc.StatusCode.RESOURCE_EXHAUSTED),
+                          (DomainSpec(domain_id="bad id", vcpus=1, memory_mib=10), grpc.StatusCode.INVALID_ARGUMENT)]:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.create_domain(bad)
+            assert info.value.code() == code, info.value.details()
+    finally:
+        await client.close()
