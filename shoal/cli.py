@@ -169,7 +169,8 @@ def _format_summary(r: dict) -> str:
     lines += [f"domains: {r['domains_total']}   migrations: {r['migrations']} (failed or refused: "
               f"{r['migrations_failed']})",
               f"cpu utilization CoV: {r['initial_cov']:.3f} -> {r['final_cov']:.3f}   "
-              f"max cpu: {(r['max_cpu_utilization'] or 0) * 100:.1f}%",
+              f"max cpu: {(r['max_cpu_utilization'] or 0) * 100:.1f}%   balanced after: "
+              f"{str(r['converged_s']) + ' s' if r.get('converged_s') is not None else 'not reached'}",
               f"lost domains: {r['lost_domains'] or 'none'}   duplicate domains: {r['duplicate_domains'] or 'none'}"]
     return "\n".join(lines)
 

@@ -51,6 +51,7 @@ def test_skewed_cluster_of_processes_converges_without_losing_domains(tmp_path):
         assert r["max_cpu_utilization"] <= 0.80
         assert r["final_cov"] <= 0.3 * r["initial_cov"]
         assert r["migrations"] >= 10
+        assert r["converged_s"] is not None and r["converged_s"] < 30
         assert "shoal cluster: 8 nodes" in out.stderr  # the live table went to stderr
         pids = pids_in(state)
         assert len(pids) == 8

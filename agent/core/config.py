@@ -33,6 +33,7 @@ class AgentConfig:
     # load changes; variance falls ~0.3x per round, 20 rounds is ~1e-10.
     averaging_epoch_rounds: int = 20
     # -- balancing rule (DESIGN.md "Local balancing rule") --------------------
+    # Decisions need fresh gossip: two gossip rounds per decision.
     policy_interval_ms: int = 1_000
     # The seeds' "peak should reach 80% at most".
     high_watermark: float = 0.80
@@ -43,6 +44,7 @@ class AgentConfig:
     improvement_min: float = 0.01
     # Nova allows 1 live migration per host, KubeVirt 2 outbound per node.
     migrations_out_max: int = 2
+    # Symmetric with outbound, so a light node is not swamped by many sources.
     migrations_in_max: int = 2
     # A domain that just moved stays put this long (prevents ping-pong).
     domain_cooldown_ms: int = 15_000

@@ -34,6 +34,10 @@ STOP_GRACE_S = 5.0
 QUIESCE_TIMEOUT_S = 20.0
 # The launcher sizes domains so total CPU demand is this share of capacity.
 DEMAND_SHARE = 0.5
+# "Balanced" for the converged_s figure: every node under the default high
+# watermark and the CoV down to this share of where it started.
+BALANCED_MAX_UTILIZATION = 0.80
+BALANCED_COV_SHARE = 0.3
 
 
 class LaunchError(RuntimeError):
@@ -380,8 +384,13 @@ async def cluster_up(opts: ClusterOptions, out: TextIO = sys.stdout, live: TextI
             tty = live.isatty()
             t0 = time.monotonic()
             last_print = -1e9
+            converged_s = None
             while (elapsed := time.monotonic() - t0) < opts.duration_s:
                 statuses = await gather_status(clients)
+                cpus = [s["cpu_utilization"] for s in statuses if s]
+                if converged_s is None and cpus and max(cpus) <= BALANCED_MAX_UTILIZATION \
+                        and cov(cpus) <= BALANCED_COV_SHARE * initial_cov:
+                    converged_s = round(elapsed, 1)
                 table = render_table(statuses, nodes, elapsed, opts.duration_s)
                 if tty:
                     live.write("\x1b[H\x1b[2J" + table + "\n")
@@ -398,6 +407,7 @@ async def cluster_up(opts: ClusterOptions, out: TextIO = sys.stdout, live: TextI
                 await c.close()
         result = summary(nodes, final, [spec.domain_id for spec, _ in plans], initial_cov,
                          time.monotonic() - started)
+        result["converged_s"] = converged_s
         return result
     finally:
         if nodes:
