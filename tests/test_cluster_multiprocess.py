@@ -80,10 +80,17 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
         assert s["id"] == "node-0" and s["address"] == node0["address"]
         for key in ("cpu_utilization", "memory_utilization", "domains", "peers", "counters"):
             assert key in s
-        every = [d for n in cluster["nodes"] for d in json.loads(
-            shoal("status", "--target", n["address"], "--json", timeout=30).stdout)["domains"]]
-        assert len(every) == 6
-        assert all({"id", "epoch", "state", "cpu_demand_cores", "memory_mib"} <= set(d) for d in every)
+        # Statuses taken one after another are no snapshot while domains move:
+        # retry until one pass sees each of the 6 domains exactly once.
+        seen: list[dict] = []
+
+        def consistent_pass() -> bool:
+            seen[:] = [d for n in cluster["nodes"] for d in json.loads(
+                shoal("status", "--target", n["address"], "--json", timeout=30).stdout)["domains"]]
+            return sorted(d["id"] for d in seen) == [f"dom-{i:04d}" for i in range(6)]
+
+        wait_until_sync(consistent_pass, 30, "a consistent view of the 6 domains")
+        assert all({"id", "epoch", "state", "cpu_demand_cores", "memory_mib"} <= set(d) for d in seen)
         wait_until_sync(lambda: len(status()["peers"]) == 2, 20, "node-0 to learn both peers")
         peer = status()["peers"][0]
         assert {"id", "address", "cpu_utilization", "memory_utilization", "age_s"} <= set(peer)
