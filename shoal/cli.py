@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import sys
+import time
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -68,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("agent", help="run one node agent in the foreground",
                        description="Run one node agent: serves gossip, migration and control over gRPC, "
                                    "models this node's hypervisor, and balances with its neighbours.")
-    a.add_argument("--id", required=True, help="stable node id (1-128 of [A-Za-z0-9._:-])")
+    a.add_argument("--id", help="node id (1-128 of [A-Za-z0-9._:-]); with --state-dir, a UUID is made on first "
+                               "start and kept there")
+    a.add_argument("--state-dir", help="folder for this node's identity (node-id, incarnation); "
+                                       "restarting with the same folder keeps the node's id")
     a.add_argument("--listen", required=True, type=_address,
                    help="HOST:PORT to serve on; port 0 picks a free port (see --ready-file)")
     a.add_argument("--seeds", type=_seeds, default=(), help="comma-separated HOST:PORT of agents to join through")
@@ -106,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Stop every agent listed in DIR/cluster.json (SIGTERM, then SIGKILL).")
     down.add_argument("--state-dir", required=True, help="the folder given to `cluster up --detach`")
 
+    chaos = csub.add_parser("chaos", help="SIGKILL random agents of a detached cluster (optionally restart them)",
+                            description="Kill K random live agents of a detached local cluster with SIGKILL, all at "
+                                        "once or one every --every seconds; with --restart-after, restart each from "
+                                        "its state dir (same node id, new port, higher incarnation). Prints what "
+                                        "it did.")
+    chaos.add_argument("--state-dir", required=True, help="the folder given to `cluster up --detach`")
+    chaos.add_argument("--kill", required=True, type=_positive_int, help="how many agents to kill")
+    chaos.add_argument("--every", type=_positive_float, help="seconds between kills (default: all at once)")
+    chaos.add_argument("--restart-after", type=_positive_float, help="restart each killed agent after this many s")
+    chaos.add_argument("--seed", type=int, help="seed of the choice of victims (default: random)")
+    chaos.add_argument("--json", action="store_true", help="print the actions as one JSON object")
+
     s = sub.add_parser("status", help="show one agent's view of itself and its peers",
                        description="Ask one agent for its state: utilization, domains, known peers with their "
                                    "last reported utilization and age, migrations and counters.")
@@ -117,31 +133,48 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_agent(args: argparse.Namespace) -> int:
     from agent.core.config import ConfigError
     from agent.core.validation import ID_RE
+    from agent.runtime.identity import load_identity
     from agent.runtime.process import AgentOptions, host_spec, load_config_file, serve
 
-    if not ID_RE.match(args.id):
+    if args.id is not None and not ID_RE.match(args.id):
         raise CliError(f"--id {args.id!r} must be 1-128 characters of [A-Za-z0-9._:-]", EXIT_USAGE)
+    if args.id is None and args.state_dir is None:
+        raise CliError("give --id, or --state-dir where the node keeps its id", EXIT_USAGE)
     try:
         config = load_config_file(args.config, {"profile": args.profile} if args.profile else None)
         host_spec(args.cpu_cores, args.memory_mib, config)
+        if args.state_dir:
+            identity = load_identity(args.state_dir, args.id)
+            node_id, incarnation = identity.node_id, identity.incarnation
+        else:
+            # No state dir: nothing survives a restart, so the start time stands
+            # in for an incarnation that only ever rises.
+            node_id, incarnation = args.id, int(time.time())
     except ConfigError as exc:
         raise CliError(f"bad configuration: {exc}", EXIT_USAGE) from None
-    opts = AgentOptions(node_id=args.id, listen=args.listen, seeds=args.seeds, cpu_cores=args.cpu_cores,
+    opts = AgentOptions(node_id=node_id, incarnation=incarnation, listen=args.listen, seeds=args.seeds,
+                        cpu_cores=args.cpu_cores,
                         memory_mib=args.memory_mib, config=config, ready_file=args.ready_file,
                         rng_seed=args.rng_seed, clock_origin_s=args.clock_origin)
     try:
         asyncio.run(serve(opts))
     except OSError as exc:
-        raise CliError(f"agent {args.id}: {exc}") from None
+        raise CliError(f"agent {node_id}: {exc}") from None
     return EXIT_OK
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
-    from agent.runtime.launcher import ClusterOptions, LaunchError, cluster_down, cluster_up
+    from agent.runtime.launcher import ClusterOptions, LaunchError, cluster_chaos, cluster_down, cluster_up
 
     try:
         if args.cluster_command == "down":
             return cluster_down(args.state_dir)
+        if args.cluster_command == "chaos":
+            actions = asyncio.run(cluster_chaos(args.state_dir, args.kill, args.every, args.restart_after,
+                                                args.seed, out=sys.stderr if args.json else sys.stdout))
+            if args.json:
+                print(json.dumps({"actions": actions}, indent=2))
+            return EXIT_OK
         opts = ClusterOptions(nodes=args.nodes, domains=args.domains, placement=args.placement, seed=args.seed,
                               duration_s=args.duration, cpu_cores=args.cpu_cores, memory_mib=args.memory_mib,
                               workload=args.workload, config_file=args.config, state_dir=args.state_dir,
@@ -159,13 +192,13 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def _format_summary(r: dict) -> str:
-    lines = ["", "summary", f"{'node':<10}{'cpu%':>7}{'mem%':>7}{'domains':>9}  address"]
+    lines = ["", "summary", f"{'node':<10}{'cpu%':>7}{'mem%':>7}{'domains':>9}  {'address':<22}id"]
     for n in r["nodes"]:
         if n["cpu_utilization"] is None:
-            lines.append(f"{n['id']:<10}{'--':>7}{'--':>7}{'--':>9}  {n['address']} (unreachable)")
+            lines.append(f"{n['name']:<10}{'--':>7}{'--':>7}{'--':>9}  {n['address']:<22}{n['id']} (unreachable)")
         else:
-            lines.append(f"{n['id']:<10}{n['cpu_utilization'] * 100:7.1f}{n['memory_utilization'] * 100:7.1f}"
-                         f"{n['domains']:9d}  {n['address']}")
+            lines.append(f"{n['name']:<10}{n['cpu_utilization'] * 100:7.1f}{n['memory_utilization'] * 100:7.1f}"
+                         f"{n['domains']:9d}  {n['address']:<22}{n['id']}")
     lines += [f"domains: {r['domains_total']}   migrations: {r['migrations']} (failed or refused: "
               f"{r['migrations_failed']})",
               f"cpu utilization CoV: {r['initial_cov']:.3f} -> {r['final_cov']:.3f}   "

@@ -13,7 +13,7 @@ from tests.conftest import wait_until_sync
 
 
 def pids_in(state_dir: Path) -> list[int]:
-    return [json.loads(p.read_text())["pid"] for p in state_dir.glob("*.ready")]
+    return [json.loads(p.read_text())["pid"] for p in state_dir.glob("*/ready.json")]
 
 
 def alive(pid: int) -> bool:
@@ -67,7 +67,9 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
                     "--state-dir", str(state), timeout=120)
         assert out.returncode == 0, out.stderr[-3000:]
         cluster = json.loads((state / "cluster.json").read_text())
-        assert [n["id"] for n in cluster["nodes"]] == ["node-0", "node-1", "node-2"]
+        assert [n["name"] for n in cluster["nodes"]] == ["node-0", "node-1", "node-2"]
+        assert len({n["id"] for n in cluster["nodes"]}) == 3  # UUIDs kept in each node's state dir
+        assert all((state / n["name"] / "node-id").read_text().strip() == n["id"] for n in cluster["nodes"])
         assert all(alive(n["pid"]) for n in cluster["nodes"])
         node0 = cluster["nodes"][0]
 
@@ -77,7 +79,7 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
             return json.loads(res.stdout)
 
         s = status()
-        assert s["id"] == "node-0" and s["address"] == node0["address"]
+        assert s["id"] == node0["id"] and s["address"] == node0["address"]
         for key in ("cpu_utilization", "memory_utilization", "domains", "peers", "counters"):
             assert key in s
         # Statuses taken one after another are no snapshot while domains move:
@@ -95,10 +97,37 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
         peer = status()["peers"][0]
         assert {"id", "address", "cpu_utilization", "memory_utilization", "age_s"} <= set(peer)
         human = shoal("status", "--target", node0["address"], timeout=30)
-        assert human.returncode == 0 and "node node-0" in human.stdout
+        assert human.returncode == 0 and f"node {node0['id']}" in human.stdout
         down = shoal("cluster", "down", "--state-dir", str(state), timeout=60)
         assert down.returncode == 0, down.stderr
         assert down.stdout.count("stopped") + down.stdout.count("killed") == 3
         wait_until_sync(lambda: not any(alive(n["pid"]) for n in cluster["nodes"]), 10, "agents to exit")
+    finally:
+        kill_all(pids_in(state) if state.exists() else [])
+
+
+def test_chaos_kills_and_restarts_an_agent_with_its_id_on_a_new_address(tmp_path):
+    state = tmp_path / "chaos"
+    try:
+        up = shoal("cluster", "up", "--nodes", "3", "--domains", "0", "--detach", "--state-dir", str(state),
+                   timeout=120)
+        assert up.returncode == 0, up.stderr[-3000:]
+        before = {n["name"]: n for n in json.loads((state / "cluster.json").read_text())["nodes"]}
+        out = shoal("cluster", "chaos", "--state-dir", str(state), "--kill", "1", "--restart-after", "0.5",
+                    "--seed", "3", "--json", timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        actions = json.loads(out.stdout)["actions"]
+        assert [a["action"] for a in actions] == ["killed", "restarted"]
+        name = actions[0]["name"]
+        assert not alive(before[name]["pid"])
+        after = {n["name"]: n for n in json.loads((state / "cluster.json").read_text())["nodes"]}
+        assert after[name]["id"] == before[name]["id"]           # same node id
+        assert after[name]["pid"] != before[name]["pid"] and alive(after[name]["pid"])
+        assert after[name]["address"] != before[name]["address"]  # port 0: a new address
+        assert (state / name / "incarnation").read_text().strip() == "2"
+        bad = shoal("cluster", "chaos", "--state-dir", str(state), "--kill", "9", timeout=60)
+        assert bad.returncode == 1 and "--kill must be 1..3" in bad.stderr
+        assert shoal("cluster", "down", "--state-dir", str(state), timeout=60).returncode == 0
+        wait_until_sync(lambda: not any(alive(n["pid"]) for n in after.values()), 10, "agents to exit")
     finally:
         kill_all(pids_in(state) if state.exists() else [])

@@ -61,8 +61,9 @@ class MigrationResult:
 class Agent:
     def __init__(self, node_id: str, host_spec: HostSpec, config: AgentConfig, *,
                  seeds: tuple[str, ...] = (), rng_seed: int | None = None,
-                 clock_origin_s: float | None = None) -> None:
+                 clock_origin_s: float | None = None, incarnation: int = 1) -> None:
         self.node_id = node_id
+        self.incarnation = incarnation
         self.config = config
         self.host = Host(host_spec)
         self.seeds = seeds

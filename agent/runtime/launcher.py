@@ -50,7 +50,18 @@ class Node:
     address: str
     pid: int
     proc: subprocess.Popen | None = None
-    log_path: str = ""
+    name: str = ""
+    state_dir: str = ""
+    cmd: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"id": self.node_id, "name": self.name, "address": self.address, "pid": self.pid,
+                "state_dir": self.state_dir, "cmd": self.cmd}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Node":
+        return cls(d["id"], d["address"], int(d["pid"]), None, d.get("name", d["id"]), d.get("state_dir", ""),
+                   list(d.get("cmd", [])))
 
 
 @dataclass(frozen=True)
@@ -130,65 +141,66 @@ def plan_domains(opts: ClusterOptions) -> list[tuple[DomainSpec, int]]:
 
 
 # -- processes ------------------------------------------------------------------------
-def _agent_cmd(opts: ClusterOptions, node_id: str, seeds: list[str], ready: Path, origin_s: float,
-               seed: int) -> list[str]:
-    cmd = [sys.executable, "-m", "shoal", "agent", "--id", node_id, "--listen", "127.0.0.1:0",
+def _agent_cmd(opts: ClusterOptions, node_dir: Path, origin_s: float, seed: int) -> list[str]:
+    """The agent's command line, without --seeds (added at each start from who is up)."""
+    cmd = [sys.executable, "-m", "shoal", "agent", "--state-dir", str(node_dir), "--listen", "127.0.0.1:0",
            "--cpu-cores", str(opts.cpu_cores), "--memory-mib", str(opts.memory_mib),
-           "--ready-file", str(ready), "--clock-origin", repr(origin_s), "--rng-seed", str(seed)]
-    if seeds:
-        cmd += ["--seeds", ",".join(seeds)]
+           "--ready-file", str(node_dir / "ready.json"), "--clock-origin", repr(origin_s), "--rng-seed", str(seed)]
     if opts.config_file:
-        cmd += ["--config", opts.config_file]
+        cmd += ["--config", str(Path(opts.config_file).resolve())]
     return cmd
 
 
-def _spawn(cmd: list[str], log_path: Path, detach: bool) -> subprocess.Popen:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+def spawn_agent(name: str, cmd: list[str], seeds: list[str], node_dir: Path, detach: bool) -> subprocess.Popen:
+    """Starts one agent process; its output goes to NODE_DIR/agent.log."""
+    node_dir.mkdir(parents=True, exist_ok=True)
+    (node_dir / "ready.json").unlink(missing_ok=True)
+    full = cmd + (["--seeds", ",".join(seeds)] if seeds else [])
+    with open(node_dir / "agent.log", "ab") as log:
+        return subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=detach)
 
 
-async def _wait_ready(procs: list[tuple[str, subprocess.Popen, Path, Path]]) -> list[Node]:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    nodes: dict[str, Node] = {}
-    while len(nodes) < len(procs):
-        for node_id, proc, ready, log_path in procs:
-            if node_id in nodes:
-                continue
-            if proc.poll() is not None:
+async def wait_ready(pending: list[Node], timeout_s: float = READY_TIMEOUT_S) -> list[Node]:
+    """Waits until every node wrote its ready file; fills in id, address and pid."""
+    deadline = time.monotonic() + timeout_s
+    waiting = list(pending)
+    while waiting:
+        for node in list(waiting):
+            ready = Path(node.state_dir) / "ready.json"
+            if node.proc is not None and node.proc.poll() is not None:
+                log_path = Path(node.state_dir) / "agent.log"
                 tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-                raise LaunchError(f"agent {node_id} exited with code {proc.returncode} during start-up:\n{tail}")
+                raise LaunchError(f"agent {node.name} exited with code {node.proc.returncode} during start-up:\n{tail}")
             if ready.exists():
                 info = json.loads(ready.read_text())
-                nodes[node_id] = Node(node_id, info["address"], proc.pid, proc, str(log_path))
-        if time.monotonic() > deadline:
-            raise LaunchError(f"agents not ready within {READY_TIMEOUT_S:.0f} s")
+                node.node_id, node.address, node.pid = info["id"], info["address"], info["pid"]
+                waiting.remove(node)
+        if waiting and time.monotonic() > deadline:
+            raise LaunchError(f"agents {', '.join(n.name for n in waiting)} not ready within {timeout_s:.0f} s")
         await asyncio.sleep(0.05)
-    return [nodes[p[0]] for p in procs]
+    return pending
 
 
 async def start_agents(opts: ClusterOptions, state_dir: Path) -> list[Node]:
     """Starts node-0, then the others seeded with it; returns them once all listen."""
     origin_s = time.time()
-    started: list[tuple[str, subprocess.Popen, Path, Path]] = []
     nodes: list[Node] = []
     try:
         for batch in ([0], list(range(1, opts.nodes))):
             seeds = [n.address for n in nodes[:3]]
             group = []
             for i in batch:
-                node_id = f"node-{i}"
-                ready, log_path = state_dir / f"{node_id}.ready", state_dir / f"{node_id}.log"
-                ready.unlink(missing_ok=True)
-                proc = _spawn(_agent_cmd(opts, node_id, seeds, ready, origin_s, opts.seed * 1000 + i),
-                              log_path, opts.detach)
-                group.append((node_id, proc, ready, log_path))
-            started += group
-            if group:
-                nodes += await _wait_ready(group)
+                name = f"node-{i}"
+                node_dir = state_dir / name
+                cmd = _agent_cmd(opts, node_dir, origin_s, opts.seed * 1000 + i)
+                proc = spawn_agent(name, cmd, seeds, node_dir, opts.detach)
+                group.append(Node("", "", proc.pid, proc, name, str(node_dir), cmd))
+            nodes += group
+            await wait_ready(group)
         return nodes
     except BaseException:
-        stop_processes([Node(n, "", p.pid, p) for n, p, _, _ in started])
+        stop_processes(nodes)
         raise
 
 
@@ -235,7 +247,7 @@ def stop_processes(nodes: list[Node], grace_s: float = STOP_GRACE_S) -> list[str
             if _alive(n.pid) and _is_shoal_agent(n.pid):
                 os.kill(n.pid, signal.SIGKILL)
                 how = "killed"
-        report.append(f"{n.node_id} (pid {n.pid}) {how}")
+        report.append(f"{n.name or n.node_id} (pid {n.pid}) {how}")
     return report
 
 
@@ -262,12 +274,12 @@ def render_table(statuses: list[dict | None], nodes: list[Node], elapsed_s: floa
              f"{'node':<10}{'cpu%':>7}{'mem%':>7}{'domains':>9}{'migr out':>10}{'migr in':>9}  load"]
     for node, s in zip(nodes, statuses):
         if s is None:
-            lines.append(f"{node.node_id:<10}{'--':>7}{'--':>7}{'--':>9}{'--':>10}{'--':>9}  unreachable")
+            lines.append(f"{node.name:<10}{'--':>7}{'--':>7}{'--':>9}{'--':>10}{'--':>9}  unreachable")
             continue
         c = s["counters"]
         cpu = s["cpu_utilization"]
         bar = "#" * min(40, int(round(cpu * 20)))
-        lines.append(f"{node.node_id:<10}{cpu * 100:7.1f}{s['memory_utilization'] * 100:7.1f}{len(s['domains']):9d}"
+        lines.append(f"{node.name:<10}{cpu * 100:7.1f}{s['memory_utilization'] * 100:7.1f}{len(s['domains']):9d}"
                      f"{c.get('migrations_succeeded', 0):10d}{c.get('migrations_received', 0):9d}  {bar}")
     cpus = [s["cpu_utilization"] for s in statuses if s]
     if cpus:
@@ -301,7 +313,7 @@ def summary(nodes: list[Node], statuses: list[dict | None], expected: list[str],
     cpus = [s["cpu_utilization"] for s in statuses if s]
     lost, dup = account_domains(expected, statuses)
     return {
-        "nodes": [{"id": n.node_id, "address": n.address,
+        "nodes": [{"id": n.node_id, "name": n.name, "address": n.address,
                    "cpu_utilization": s["cpu_utilization"] if s else None,
                    "memory_utilization": s["memory_utilization"] if s else None,
                    "domains": len(s["domains"]) if s else None} for n, s in zip(nodes, statuses)],
@@ -314,7 +326,7 @@ def summary(nodes: list[Node], statuses: list[dict | None], expected: list[str],
         "max_cpu_utilization": round(max(cpus), 4) if cpus else None,
         "lost_domains": lost,
         "duplicate_domains": dup,
-        "unreachable_nodes": [n.node_id for n, s in zip(nodes, statuses) if s is None],
+        "unreachable_nodes": [n.name for n, s in zip(nodes, statuses) if s is None],
         "wall_seconds": round(wall_s, 2),
     }
 
@@ -348,8 +360,7 @@ async def create_domains(nodes: list[Node], plans: list[tuple[DomainSpec, int]])
 def write_cluster_file(state_dir: Path, nodes: list[Node]) -> Path:
     path = state_dir / "cluster.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"nodes": [{"id": n.node_id, "address": n.address, "pid": n.pid}
-                                         for n in nodes]}, indent=2))
+    tmp.write_text(json.dumps({"nodes": [n.to_json() for n in nodes]}, indent=2))
     os.replace(tmp, path)
     return path
 
@@ -417,15 +428,64 @@ async def cluster_up(opts: ClusterOptions, out: TextIO = sys.stdout, live: TextI
 
 
 def cluster_down(state_dir: str, out: TextIO = sys.stdout) -> int:
-    path = Path(state_dir) / "cluster.json"
-    if not path.is_file():
-        raise LaunchError(f"no cluster.json in {state_dir} (was the cluster started with --detach there?)")
-    try:
-        data = json.loads(path.read_text())
-        nodes = [Node(n["id"], n["address"], int(n["pid"])) for n in data["nodes"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LaunchError(f"{path} is not a cluster file: {exc}") from None
+    path, nodes = read_cluster_file(state_dir)
     for line in stop_processes(nodes):
         print(line, file=out)
     path.unlink()
     return 0
+
+
+def read_cluster_file(state_dir: str) -> tuple[Path, list[Node]]:
+    path = Path(state_dir) / "cluster.json"
+    if not path.is_file():
+        raise LaunchError(f"no cluster.json in {state_dir} (was the cluster started with --detach there?)")
+    try:
+        return path, [Node.from_json(n) for n in json.loads(path.read_text())["nodes"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LaunchError(f"{path} is not a cluster file: {exc}") from None
+
+
+async def cluster_chaos(state_dir: str, kill: int, every_s: float | None = None,
+                        restart_after_s: float | None = None, seed: int | None = None,
+                        out: TextIO = sys.stdout) -> list[dict]:
+    """SIGKILLs `kill` random live agents (one every `every_s`, else all at once),
+    restarting each after `restart_after_s` from its own state dir (same id, new
+    port, higher incarnation). Prints and returns what it did."""
+    path, nodes = read_cluster_file(state_dir)
+    live = [n for n in nodes if _alive(n.pid) and _is_shoal_agent(n.pid)]
+    if kill < 1 or kill > len(live):
+        raise LaunchError(f"--kill must be 1..{len(live)} (live agents), got {kill}")
+    rng = Random(seed)
+    victims = rng.sample(live, kill)
+    t0 = time.monotonic()
+    actions: list[dict] = []
+
+    def say(action: dict) -> None:
+        action["t_s"] = round(time.monotonic() - t0, 2)
+        actions.append(action)
+        print(f"t={action['t_s']:6.2f}s {action['action']:<9} {action['name']} (id {action['id']}, "
+              f"pid {action['pid']}{', at ' + action['address'] if action.get('address') else ''})", file=out)
+
+    async def restart_later(victim: Node) -> None:
+        await asyncio.sleep(restart_after_s or 0.0)
+        seeds = [n.address for n in nodes if n is not victim and _alive(n.pid)][:3]
+        proc = spawn_agent(victim.name, victim.cmd, seeds, Path(victim.state_dir), detach=True)
+        victim.proc = proc
+        await wait_ready([victim])
+        victim.proc = None  # detached: the cluster file, not this process, owns it now
+        say({"action": "restarted", "name": victim.name, "id": victim.node_id, "pid": victim.pid,
+             "address": victim.address})
+
+    restarts = []
+    for k, victim in enumerate(victims):
+        if k and every_s:
+            await asyncio.sleep(every_s)
+        os.kill(victim.pid, signal.SIGKILL)
+        say({"action": "killed", "name": victim.name, "id": victim.node_id, "pid": victim.pid})
+        if restart_after_s is not None:
+            if not victim.cmd:
+                raise LaunchError(f"{path} has no command line for {victim.name}; cannot restart it")
+            restarts.append(asyncio.create_task(restart_later(victim)))
+    await asyncio.gather(*restarts)
+    write_cluster_file(Path(state_dir), nodes)
+    return actions

@@ -23,6 +23,7 @@ log = logging.getLogger("shoal.agent")
 @dataclass(frozen=True)
 class AgentOptions:
     node_id: str
+    incarnation: int
     listen: str
     seeds: tuple[str, ...]
     cpu_cores: float
@@ -70,12 +71,13 @@ def write_ready_file(path: str, payload: dict) -> None:
 
 async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
     agent = Agent(opts.node_id, host_spec(opts.cpu_cores, opts.memory_mib, opts.config), opts.config,
-                  seeds=opts.seeds, rng_seed=opts.rng_seed, clock_origin_s=opts.clock_origin_s)
+                  seeds=opts.seeds, rng_seed=opts.rng_seed, clock_origin_s=opts.clock_origin_s,
+                  incarnation=opts.incarnation)
     server, address = await start_server(agent, opts.listen)
     agent.bind(address)
     agent.start_loops()
-    log.info("%s: serving on %s (%g cores, %d MiB, seeds %s)", opts.node_id, address, opts.cpu_cores,
-             opts.memory_mib, ",".join(opts.seeds) or "none")
+    log.info("%s: serving on %s (incarnation %d, %g cores, %d MiB, seeds %s)", opts.node_id, address,
+             opts.incarnation, opts.cpu_cores, opts.memory_mib, ",".join(opts.seeds) or "none")
     if opts.ready_file:
         write_ready_file(opts.ready_file, {"id": opts.node_id, "address": address, "pid": os.getpid()})
     stop = stop or asyncio.Event()
