@@ -122,6 +122,30 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--seed", type=int, help="seed of the choice of victims (default: random)")
     chaos.add_argument("--json", action="store_true", help="print the actions as one JSON object")
 
+    dom = sub.add_parser("domain", help="create or migrate domains through one agent",
+                         description="Operate on guest domains through one agent's control API.")
+    dsub = dom.add_subparsers(dest="domain_command", metavar="SUBCOMMAND", required=True)
+    create = dsub.add_parser("create", help="create a domain on that agent (refused with a reason if it won't fit)",
+                             description="Create a domain on the agent at --target. Refused with the agent's reason "
+                                         "(exit 1) if it does not fit its memory or vCPU capacity.")
+    create.add_argument("--target", required=True, type=_address, help="the agent's HOST:PORT")
+    create.add_argument("--id", help="domain id (default: a new UUID)")
+    create.add_argument("--vcpus", required=True, type=_positive_int, help="virtual CPUs")
+    create.add_argument("--memory-mib", required=True, type=_positive_int, help="memory in MiB")
+    create.add_argument("--workload", default="constant:level=0.5",
+                        help="CPU demand source, e.g. constant:level=0.5, sine:mean=0.5,amplitude=0.2,period_s=600, "
+                             "walk:start=0.5,step=0.05,interval_s=10,seed=1, flash:base=0.2,peak=0.9,start_s=60,"
+                             "duration_s=30,ramp_s=5, trace:interval_s=300,path=FILE (path last)")
+    create.add_argument("--cpu-weight", type=_positive_int, default=256, help="proportional share weight (default 256)")
+    create.add_argument("--cpu-cap-pct", type=int, default=0, help="cap in percent of one core; 0 = uncapped")
+    migrate = dsub.add_parser("migrate", help="ask an agent to migrate one of its domains to a node",
+                              description="Ask the agent at --target to live-migrate one of its domains to the node "
+                                          "with id --to, wait for the outcome and report it (or the refusal).")
+    migrate.add_argument("--target", required=True, type=_address, help="HOST:PORT of the agent holding the domain")
+    migrate.add_argument("--domain", required=True, help="the domain's id")
+    migrate.add_argument("--to", required=True, help="the destination node's id")
+    migrate.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
     s = sub.add_parser("status", help="show one agent's view of itself and its peers",
                        description="Ask one agent for its state: utilization, domains, known peers with their "
                                    "last reported utilization and age, migrations and counters.")
@@ -245,12 +269,55 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_domain(args: argparse.Namespace) -> int:
+    import uuid
+
+    import grpc
+
+    from agent.adapters.control_client import ControlClient
+    from hypervisor.domain import DomainSpec, DomainSpecError
+    from hypervisor.workload import WorkloadError, WorkloadSpec
+
+    async def call(fn):
+        client = ControlClient(args.target)
+        try:
+            return await fn(client)
+        finally:
+            await client.close()
+
+    try:
+        if args.domain_command == "create":
+            try:
+                spec = DomainSpec(domain_id=args.id or str(uuid.uuid4()), vcpus=args.vcpus,
+                                  memory_mib=args.memory_mib, cpu_weight=args.cpu_weight,
+                                  cpu_cap_pct=args.cpu_cap_pct, workload=WorkloadSpec.parse(args.workload))
+                spec.validate()
+            except (DomainSpecError, WorkloadError) as exc:
+                raise CliError(str(exc), EXIT_USAGE) from None
+            asyncio.run(call(lambda c: c.create_domain(spec)))
+            print(f"created domain {spec.domain_id} on {args.target}")
+            return EXIT_OK
+        resp = asyncio.run(call(lambda c: c.migrate(args.domain, args.to)))
+    except grpc.aio.AioRpcError as exc:
+        raise CliError(f"{args.target} refused: {exc.code().name}: {exc.details()}") from None
+    result = {"migrated": resp.migrated, "reason": resp.reason, "migration_id": resp.migration_id,
+              "epoch": resp.epoch, "bytes_sent": resp.bytes_sent, "duration_s": round(resp.duration_s, 4)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif resp.migrated:
+        print(f"migrated {args.domain} to {args.to} at epoch {resp.epoch}: {resp.bytes_sent} bytes in "
+              f"{resp.duration_s:.3f} s")
+    else:
+        print(f"shoal: error: migration of {args.domain} not done: {resp.reason}", file=sys.stderr)
+    return EXIT_OK if resp.migrated else EXIT_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status}
+    handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status, "domain": _cmd_domain}
     try:
         return handlers[args.command](args)
     except CliError as exc:

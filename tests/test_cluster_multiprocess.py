@@ -131,3 +131,36 @@ def test_chaos_kills_and_restarts_an_agent_with_its_id_on_a_new_address(tmp_path
         wait_until_sync(lambda: not any(alive(n["pid"]) for n in after.values()), 10, "agents to exit")
     finally:
         kill_all(pids_in(state) if state.exists() else [])
+
+
+def test_domain_create_and_migrate_through_the_cli(tmp_path):
+    state = tmp_path / "domains"
+    try:
+        up = shoal("cluster", "up", "--nodes", "2", "--domains", "0", "--detach", "--state-dir", str(state),
+                   timeout=120)
+        assert up.returncode == 0, up.stderr[-3000:]
+        a, b = json.loads((state / "cluster.json").read_text())["nodes"]
+        made = shoal("domain", "create", "--target", a["address"], "--id", "web-1", "--vcpus", "2",
+                     "--memory-mib", "1024", "--workload", "constant:level=0.1", timeout=60)
+        assert made.returncode == 0, made.stderr
+        too_big = shoal("domain", "create", "--target", a["address"], "--vcpus", "1", "--memory-mib", "999999",
+                        timeout=60)
+        assert too_big.returncode == 1 and "RESOURCE_EXHAUSTED" in too_big.stderr and "memory" in too_big.stderr
+        bad = shoal("domain", "create", "--target", a["address"], "--vcpus", "1", "--memory-mib", "64",
+                    "--workload", "sine:mean=2", timeout=60)
+        assert bad.returncode == 2 and "error" in bad.stderr
+
+        def migrated() -> bool:  # a must first learn b through gossip
+            out = shoal("domain", "migrate", "--target", a["address"], "--domain", "web-1", "--to", b["id"],
+                        "--json", timeout=60)
+            return out.returncode == 0 and json.loads(out.stdout)["epoch"] == 2
+
+        wait_until_sync(migrated, 20, "web-1 to migrate to b")
+        again = shoal("domain", "migrate", "--target", a["address"], "--domain", "web-1", "--to", b["id"], timeout=60)
+        assert again.returncode == 1 and "no domain web-1" in again.stderr
+        st = json.loads(shoal("status", "--target", b["address"], "--json", timeout=30).stdout)
+        assert [(d["id"], d["epoch"]) for d in st["domains"]] == [("web-1", 2)]
+    finally:
+        subprocess.run([sys.executable, "-m", "shoal", "cluster", "down", "--state-dir", str(state)],
+                       capture_output=True, timeout=60)
+        kill_all(pids_in(state) if state.exists() else [])
