@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "restarting with the same folder keeps the node's id")
     a.add_argument("--listen", required=True, type=_address,
                    help="HOST:PORT to serve on; port 0 picks a free port (see --ready-file)")
+    a.add_argument("--advertise", type=_address,
+                   help="HOST:PORT peers should dial when it differs from --listen (containers: the pod or "
+                        "service address); port 0 means the bound port")
     a.add_argument("--seeds", type=_seeds, default=(), help="comma-separated HOST:PORT of agents to join through")
     a.add_argument("--cpu-cores", type=_positive_float, default=16.0, help="CPU capacity in cores (default 16)")
     a.add_argument("--memory-mib", type=_positive_int, default=65536, help="memory capacity in MiB (default 65536)")
@@ -179,7 +182,10 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     opts = AgentOptions(node_id=node_id, incarnation=incarnation, listen=args.listen, seeds=args.seeds,
                         cpu_cores=args.cpu_cores,
                         memory_mib=args.memory_mib, config=config, ready_file=args.ready_file,
-                        rng_seed=args.rng_seed, clock_origin_s=args.clock_origin)
+                        rng_seed=args.rng_seed, clock_origin_s=args.clock_origin, advertise=args.advertise)
+    if args.listen.rsplit(":", 1)[0] in ("0.0.0.0", "[::]", "::") and not args.advertise:
+        raise CliError(f"--listen {args.listen} needs --advertise HOST:PORT: peers cannot dial a wildcard address",
+                       EXIT_USAGE)
     try:
         asyncio.run(serve(opts))
     except OSError as exc:

@@ -88,3 +88,15 @@ def test_listen_on_a_taken_port_fails_clearly(tmp_path):
         out = run("agent", "--id", "a", "--listen", f"127.0.0.1:{port}", timeout=30)
     assert out.returncode != 0
     assert "127.0.0.1" in out.stderr
+
+
+def test_wildcard_listen_without_advertise_is_refused(capsys):
+    assert main(["agent", "--id", "a", "--listen", "0.0.0.0:7946"]) == 2
+    assert "--advertise" in capsys.readouterr().err
+
+
+def test_advertised_address_keeps_the_bound_port_for_port_zero():
+    from agent.runtime.process import advertised_address
+    assert advertised_address("0.0.0.0:4321", "10.1.2.3:0") == "10.1.2.3:4321"
+    assert advertised_address("0.0.0.0:4321", "shoal-0.shoal:7946") == "shoal-0.shoal:7946"
+    assert advertised_address("127.0.0.1:4321", None) == "127.0.0.1:4321"

@@ -30,6 +30,7 @@ class AgentOptions:
     memory_mib: int
     config: AgentConfig
     ready_file: str | None = None
+    advertise: str | None = None  # the address peers should use, when it differs from --listen
     rng_seed: int | None = None
     clock_origin_s: float | None = None
 
@@ -62,6 +63,18 @@ def host_spec(cpu_cores: float, memory_mib: int, config: AgentConfig) -> HostSpe
     return spec
 
 
+def advertised_address(bound: str, advertise: str | None) -> str:
+    """What peers dial: --advertise if given (port 0 there means the bound port);
+    else the bound address, which must then not be a wildcard."""
+    bound_host, bound_port = bound.rsplit(":", 1)
+    if advertise:
+        host, port = advertise.rsplit(":", 1)
+        return f"{host}:{bound_port if port == '0' else port}"
+    if bound_host in ("0.0.0.0", "[::]", "::", ""):
+        raise ConfigError(f"listening on {bound} needs --advertise HOST:PORT: peers cannot dial a wildcard address")
+    return bound
+
+
 def write_ready_file(path: str, payload: dict) -> None:
     """Atomically writes the bound address, so a launcher never reads half a file."""
     tmp = Path(path).with_suffix(".tmp")
@@ -73,7 +86,8 @@ async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
     agent = Agent(opts.node_id, host_spec(opts.cpu_cores, opts.memory_mib, opts.config), opts.config,
                   seeds=opts.seeds, rng_seed=opts.rng_seed, clock_origin_s=opts.clock_origin_s,
                   incarnation=opts.incarnation)
-    server, address = await start_server(agent, opts.listen)
+    server, bound = await start_server(agent, opts.listen)
+    address = advertised_address(bound, opts.advertise)
     agent.bind(address)
     agent.start_loops()
     log.info("%s: serving on %s (incarnation %d, %g cores, %d MiB, seeds %s)", opts.node_id, address,
