@@ -15,16 +15,31 @@ from `Random(seed)`, with each page's index stamped into its first 8 bytes so
 no two pages are alike and a page written to the wrong offset changes the
 hash. Filling 64 MiB costs one bulk copy plus one small write per page.
 
-A dirty-page generator (writable working set, dirty rate) and pre-copy round
-bookkeeping belong on top of `write_pages`; this module keeps only storage.
+Dirty logging (Xen's log-dirty mode): every page, real or virtual, has a bit
+in a dirty bitmap. Any write sets it (`write_pages`, `mark_dirty`, a
+`DirtyModel`); `take_dirty()` returns the pages set since the last take, in
+order, and clears them, which is what the pre-copy loop needs between rounds
+(`agent/core/precopy.py`). The bitmap is one byte per page, allocated on the
+first write (a 16 GiB guest costs 4 MiB while it is tracked), beside a list
+of the pages set since the last take, so a take costs O(dirty pages), not
+O(pages). `dirty_all()` is kept as a flag, not a list of every index.
+
+A `DirtyModel` is the guest's writing: `dirty_rate_pages_s` page writes per
+second, each to a distinct page chosen (from a seed) inside a writable working
+set (WWS) of `wws_pages` pages, as in the pre-copy literature (Clark et al.
+section 3: a round's dirty set is at most the WWS however long it lasts). Real
+pages get new bytes, so the hash moves; virtual pages are only marked dirty.
+Pre-copy round bookkeeping lives in `agent/core/precopy.py`, not here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
+from dataclasses import dataclass
 from random import Random
-from typing import Iterator
+from typing import Iterable, Iterator
 
 PAGE_SIZE = 4096
 PAGES_PER_MIB = 1024 * 1024 // PAGE_SIZE
@@ -56,6 +71,10 @@ class MemoryImage:
         self.real_bytes_max = real_bytes_max
         self._page_count = size_mib * PAGES_PER_MIB
         self._real_page_count = min(self._page_count, real_bytes_max // PAGE_SIZE)
+        # Dirty log: bitmap allocated on first use, pages set since the last take.
+        self._dirty_bits: bytearray | None = None
+        self._dirty_pending: list[int] = []
+        self._dirty_everything = False
 
     def _filled(self, seed: int) -> bytearray:
         pattern = Random(seed).randbytes(PAGE_SIZE)
@@ -87,6 +106,7 @@ class MemoryImage:
         count = len(data) // PAGE_SIZE
         self._check_range(first, count)
         self._bytes[first * PAGE_SIZE : (first + count) * PAGE_SIZE] = data
+        self._mark(range(first, first + count))
 
     def iter_chunks(self, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
         """Yield (first_page, data) over the real region, chunk_bytes at a time."""
@@ -95,6 +115,90 @@ class MemoryImage:
         view = memoryview(self._bytes)
         for offset in range(0, len(self._bytes), chunk_bytes):
             yield offset // PAGE_SIZE, bytes(view[offset : offset + chunk_bytes])
+
+    def iter_page_chunks(self, pages: Iterable[int], chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+        """Yield (first_page, data) for the real pages among `pages`, runs of
+        consecutive pages merged up to chunk_bytes; virtual pages are skipped
+        (they have no bytes to send). Sorted input gives the fewest chunks."""
+        if chunk_bytes <= 0 or chunk_bytes % PAGE_SIZE:
+            raise ValueError(f"chunk_bytes must be a positive multiple of {PAGE_SIZE}, got {chunk_bytes}")
+        run_pages_max = chunk_bytes // PAGE_SIZE
+        if isinstance(pages, range) and pages.step == 1:  # round 1: one contiguous run, no per-page loop
+            self._check_pages(pages)
+            first, end = pages.start, min(pages.stop, self._real_page_count)
+            for start in range(first, end, run_pages_max):
+                yield start, self.read_pages(start, min(run_pages_max, end - start))
+            return
+        run_first, run_count = -1, 0
+        for page in pages:
+            if not 0 <= page < self._page_count:
+                raise ValueError(f"page {page} is outside the image's {self._page_count} pages")
+            if page >= self._real_page_count:
+                continue
+            if run_count and page == run_first + run_count and run_count < run_pages_max:
+                run_count += 1
+                continue
+            if run_count:
+                yield run_first, self.read_pages(run_first, run_count)
+            run_first, run_count = page, 1
+        if run_count:
+            yield run_first, self.read_pages(run_first, run_count)
+
+    # -- dirty log -----------------------------------------------------------------
+    @property
+    def dirty_count(self) -> int:
+        """Pages (real and virtual) written since the last `take_dirty()`."""
+        return self._page_count if self._dirty_everything else len(self._dirty_pending)
+
+    def dirty_all(self) -> None:
+        """Marks every page dirty (what a fresh pre-copy's first round sends)."""
+        self._dirty_bits = None
+        self._dirty_pending = []
+        self._dirty_everything = True
+
+    def mark_dirty(self, pages: Iterable[int]) -> None:
+        """Marks pages dirty without changing bytes (a write the model does not store)."""
+        pages = list(pages)
+        self._check_pages(pages)
+        self._mark(pages)
+
+    def take_dirty(self) -> list[int]:
+        """The pages dirtied since the last take, ascending; clears them."""
+        if self._dirty_everything:
+            self._dirty_everything = False
+            return list(range(self._page_count))
+        taken = sorted(self._dirty_pending)
+        self._dirty_pending = []
+        bits = self._dirty_bits
+        if bits is not None:
+            if len(taken) * 8 > len(bits):  # cheaper to wipe than to clear one by one
+                self._dirty_bits = bytearray(len(bits))
+            else:
+                for page in taken:
+                    bits[page] = 0
+        return taken
+
+    def _mark(self, pages: Iterable[int]) -> None:
+        if self._dirty_everything:
+            return
+        bits = self._dirty_bits
+        if bits is None:
+            bits = self._dirty_bits = bytearray(self._page_count)
+        pending = self._dirty_pending
+        for page in pages:
+            if not bits[page]:
+                bits[page] = 1
+                pending.append(page)
+
+    def _check_pages(self, pages: "list[int] | range") -> None:
+        if not len(pages):
+            return
+        if isinstance(pages, range):  # O(1): never walk a whole-image range
+            low, high = min(pages[0], pages[-1]), max(pages[0], pages[-1])
+        else:
+            low, high = min(pages), max(pages)
+        if low < 0 or high >= self._page_count:
+            raise ValueError(f"pages {low}..{high} are outside the image's {self._page_count} pages")
 
     def content_hash(self) -> str:
         # The page counts are hashed too: two images with equal real bytes but
@@ -119,3 +223,73 @@ class MemoryImage:
             f"MemoryImage(size_mib={self.size_mib}, real_pages={self._real_page_count}, "
             f"pages={self._page_count})"
         )
+
+
+@dataclass(frozen=True)
+class DirtyModel:
+    """A guest's page writes: `dirty_rate_pages_s` writes per second, each to a
+    distinct page drawn (seeded) from the writable working set, pages
+    [wws_first_page, wws_first_page + wws_pages) clipped to the image."""
+
+    wws_pages: int
+    dirty_rate_pages_s: float
+    seed: int
+    # Where the WWS starts; 0 puts it over the real pages (bytes really change).
+    wws_first_page: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("wws_pages", "seed", "wws_first_page"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or (value < 0 and name != "seed"):
+                raise ValueError(f"DirtyModel.{name} must be an integer{' >= 0' if name != 'seed' else ''}, "
+                                 f"got {value!r}")
+        rate = self.dirty_rate_pages_s
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"DirtyModel.dirty_rate_pages_s must be a finite number >= 0, got {rate!r}")
+
+    @classmethod
+    def from_mib(cls, wws_mib: float, dirty_rate_mib_s: float, seed: int, wws_first_page: int = 0) -> DirtyModel:
+        for name, value in (("wws_mib", wws_mib), ("dirty_rate_mib_s", dirty_rate_mib_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        return cls(round(wws_mib * PAGES_PER_MIB), dirty_rate_mib_s * PAGES_PER_MIB, seed, wws_first_page)
+
+    @property
+    def wws_bytes(self) -> int:
+        return self.wws_pages * PAGE_SIZE
+
+    @property
+    def dirty_rate_bytes_s(self) -> float:
+        return self.dirty_rate_pages_s * PAGE_SIZE
+
+    def writes_between(self, t0_s: float, t1_s: float) -> int:
+        """Page writes in [t0_s, t1_s): rounded on the cumulative count, so many
+        short steps add up to the same total as one long one (no lost fractions)."""
+        if not (math.isfinite(t0_s) and math.isfinite(t1_s)) or t1_s < t0_s:
+            raise ValueError(f"need finite t0_s <= t1_s, got {t0_s!r}, {t1_s!r}")
+        rate = self.dirty_rate_pages_s
+        return math.floor(rate * t1_s + 0.5) - math.floor(rate * t0_s + 0.5)
+
+    def advance(self, image: MemoryImage, t0_s: float, t1_s: float) -> list[int]:
+        """Applies the writes of [t0_s, t1_s) to the image; returns the pages written.
+
+        Deterministic in (seed, t0_s, t1_s): replaying an interval writes the
+        same pages with the same bytes. One write per page per interval, at
+        most the whole WWS (rewriting a dirty page adds nothing to send)."""
+        first = min(self.wws_first_page, image.page_count)
+        end = min(first + self.wws_pages, image.page_count)
+        count = min(self.writes_between(t0_s, t1_s), end - first)
+        if count <= 0:
+            return []
+        # A str seed is hashed with SHA-512 by Random: stable across runs and PYTHONHASHSEED.
+        rng = Random(f"shoal-dirty:{self.seed}:{t0_s!r}:{t1_s!r}")
+        pages = rng.sample(range(first, end), count)
+        buf, real = image._bytes, image.real_page_count
+        words = PAGE_SIZE // _STAMP.size
+        for page in pages:
+            if page < real:  # word 0 keeps the page-index stamp; overwrite another
+                _STAMP.pack_into(buf, page * PAGE_SIZE + _STAMP.size * rng.randrange(1, words),
+                                 rng.getrandbits(64))
+        image._mark(pages)
+        return pages
