@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import re
+import math
 from dataclasses import dataclass
 
 from hypervisor.workload import DemandSource, WorkloadError, WorkloadSpec, make_demand
@@ -42,6 +43,10 @@ class DomainSpec:
     labels: tuple[tuple[str, str], ...] = ()
     workload: WorkloadSpec = WorkloadSpec("constant", (("level", 0.5),))
     image_seed: int = 0
+    # Memory dirtying while the guest runs (drives pre-copy): its writable
+    # working set and the rate it rewrites pages in it. 0 = a quiet guest.
+    wws_mib: float = 0.0
+    dirty_rate_mib_s: float = 0.0
 
     @property
     def cap_cores(self) -> float | None:
@@ -63,6 +68,13 @@ class DomainSpec:
         _check_int(who, "cpu_weight", self.cpu_weight, 1, CPU_WEIGHT_MAX)
         _check_int(who, "cpu_cap_pct", self.cpu_cap_pct, 0, self.vcpus * 100)
         _check_int(who, "image_seed", self.image_seed, 0, IMAGE_SEED_MAX)
+        for field_name in ("wws_mib", "dirty_rate_mib_s"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise DomainSpecError(f"{who}: {field_name} must be a finite number >= 0, got {value!r}")
+        if self.wws_mib > self.memory_mib:
+            raise DomainSpecError(f"{who}: wws_mib {self.wws_mib} exceeds memory_mib {self.memory_mib}")
         if not isinstance(self.name, str):
             raise DomainSpecError(f"{who}: name must be a string")
         keys: set[str] = set()

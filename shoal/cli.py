@@ -161,7 +161,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from agent.core.config import ConfigError
     from agent.core.validation import ID_RE
     from agent.runtime.identity import load_identity
-    from agent.runtime.process import AgentOptions, host_spec, load_config_file, serve
+    from agent.runtime.process import AgentOptions, host_spec, load_config_file, load_membership_config, serve
 
     if args.id is not None and not ID_RE.match(args.id):
         raise CliError(f"--id {args.id!r} must be 1-128 characters of [A-Za-z0-9._:-]", EXIT_USAGE)
@@ -169,6 +169,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         raise CliError("give --id, or --state-dir where the node keeps its id", EXIT_USAGE)
     try:
         config = load_config_file(args.config, {"profile": args.profile} if args.profile else None)
+        membership = load_membership_config(args.config, config.profile)
         host_spec(args.cpu_cores, args.memory_mib, config)
         if args.state_dir:
             identity = load_identity(args.state_dir, args.id)
@@ -179,7 +180,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             node_id, incarnation = args.id, int(time.time())
     except ConfigError as exc:
         raise CliError(f"bad configuration: {exc}", EXIT_USAGE) from None
-    opts = AgentOptions(node_id=node_id, incarnation=incarnation, listen=args.listen, seeds=args.seeds,
+    opts = AgentOptions(node_id=node_id, incarnation=incarnation, membership=membership, listen=args.listen,
+                        seeds=args.seeds,
                         cpu_cores=args.cpu_cores,
                         memory_mib=args.memory_mib, config=config, ready_file=args.ready_file,
                         rng_seed=args.rng_seed, clock_origin_s=args.clock_origin, advertise=args.advertise)

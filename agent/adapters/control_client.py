@@ -21,14 +21,17 @@ def status_to_dict(s: control_pb2.StatusResponse) -> dict:
         "memory_used_mib": s.memory_used_mib,
         "domains": [{"id": d.domain_id, "epoch": d.epoch, "state": d.state, "cpu_demand_cores": d.cpu_demand_cores,
                      "cpu_allocated_cores": d.cpu_allocated_cores, "memory_mib": d.memory_mib, "vcpus": d.vcpus,
-                     "workload": d.workload} for d in s.domains],
+                     "workload": d.workload, "dirty_rate_mib_s": d.dirty_rate_mib_s, "wws_mib": d.wws_mib}
+                    for d in s.domains],
         "peers": [{"id": p.node_id, "address": p.address, "cpu_utilization": p.cpu_utilization,
                    "memory_utilization": p.memory_utilization, "age_s": p.age_s, "domains": p.domains}
                   for p in s.peers],
         "migrations": [{"id": m.migration_id, "domain_id": m.domain_id, "direction": m.direction,
                         "peer_id": m.peer_id, "state": m.state} for m in s.migrations],
         "mean_utilization_estimate": s.mean_utilization_estimate,
-        "balancing": s.balancing, "draining": s.draining,
+        "balancing": s.balancing, "draining": s.draining, "incarnation": s.incarnation,
+        "members": [{"id": m.node_id, "address": m.address, "status": m.status, "incarnation": m.incarnation,
+                     "last_change_s": m.last_change_s, "in_view": m.in_view} for m in s.members],
         "counters": dict(sorted(s.counters.items())),
     }
 
@@ -50,9 +53,10 @@ class ControlClient:
     async def create_domain(self, spec: DomainSpec, timeout_s: float = STATUS_TIMEOUT_S) -> None:
         await self.stub.CreateDomain(control_pb2.CreateDomainRequest(spec=codec.spec_to_pb(spec)), timeout=timeout_s)
 
-    async def migrate(self, domain_id: str, target_node_id: str, timeout_s: float = 60.0):
+    async def migrate(self, domain_id: str, target_node_id: str, bandwidth_mib_s: float = 0.0,
+                      timeout_s: float = 600.0):
         return await self.stub.MigrateDomain(control_pb2.MigrateDomainRequest(
-            domain_id=domain_id, target_node_id=target_node_id), timeout=timeout_s)
+            domain_id=domain_id, target_node_id=target_node_id, bandwidth_mib_s=bandwidth_mib_s), timeout=timeout_s)
 
     async def set_balancing(self, enabled: bool, timeout_s: float = STATUS_TIMEOUT_S):
         return await self.stub.SetBalancing(control_pb2.SetBalancingRequest(enabled=enabled), timeout=timeout_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
@@ -9,7 +10,7 @@ import grpc
 from agent.adapters import grpc_codec as codec
 from agent.core.config import AgentConfig
 from agent.core.messages import CommitDecision, Exchange, PrepareDecision, PrepareRequest
-from shoal.v1 import gossip_pb2_grpc, migration_pb2, migration_pb2_grpc
+from shoal.v1 import gossip_pb2_grpc, membership_pb2, membership_pb2_grpc, migration_pb2, migration_pb2_grpc
 
 
 def channel_options(config: AgentConfig) -> list[tuple[str, int]]:
@@ -48,19 +49,32 @@ class PeerClients:
         resp = await stub.Exchange(codec.exchange_request_to_pb(ex), timeout=self.timeout_s)
         return codec.exchange_response_from_pb(resp, address)
 
+    async def deliver(self, address: str, payload: bytes, timeout_s: float) -> None:
+        """Sends one encoded membership message (fire and forget, like SWIM's UDP)."""
+        stub = membership_pb2_grpc.MembershipStub(self._channel(address))
+        await stub.Deliver(membership_pb2.MembershipPacket(payload=payload), timeout=timeout_s)
+
     async def prepare(self, address: str, req: PrepareRequest) -> PrepareDecision:
         stub = migration_pb2_grpc.MigrationStub(self._channel(address))
         resp = await stub.Prepare(codec.prepare_to_pb(req), timeout=self.timeout_s)
         return PrepareDecision(resp.accepted, resp.reason, resp.lease_ms)
 
-    async def transfer(self, address: str, migration_id: str,
-                       chunks: Iterable[tuple[int, bytes]], round_no: int = 1) -> tuple[int, str]:
+    async def transfer(self, address: str, migration_id: str, chunks: Iterable[tuple[int, bytes]],
+                       round_no: int = 1, rate_bytes_s: float | None = None) -> tuple[int, str]:
+        """Streams one pre-copy round; paces it to rate_bytes_s (the bandwidth limit)."""
         stub = migration_pb2_grpc.MigrationStub(self._channel(address))
+        loop = asyncio.get_running_loop()
 
         async def stream() -> AsyncIterator[migration_pb2.TransferChunk]:
+            start, sent = loop.time(), 0
             for first_page, data in chunks:
                 yield migration_pb2.TransferChunk(migration_id=migration_id, round=round_no,
                                                   first_page=first_page, data=data)
+                sent += len(data)
+                if rate_bytes_s:
+                    ahead_s = sent / rate_bytes_s - (loop.time() - start)
+                    if ahead_s > 0:
+                        await asyncio.sleep(ahead_s)
 
         # The stream may be long; its deadline is the lease, not one RPC timeout.
         resp = await stub.Transfer(stream(), timeout=self.config.reservation_lease_ms / 1000)

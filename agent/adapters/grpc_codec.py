@@ -84,7 +84,8 @@ def spec_to_pb(spec: DomainSpec) -> types_pb2.DomainSpec:
     return types_pb2.DomainSpec(domain_id=spec.domain_id, name=spec.name, vcpus=spec.vcpus,
                                 memory_mib=spec.memory_mib, cpu_weight=spec.cpu_weight,
                                 cpu_cap_pct=spec.cpu_cap_pct, labels=dict(spec.labels),
-                                workload=workload_to_pb(spec.workload), image_seed=spec.image_seed)
+                                workload=workload_to_pb(spec.workload), image_seed=spec.image_seed,
+                                wws_mib=spec.wws_mib, dirty_rate_mib_s=spec.dirty_rate_mib_s)
 
 
 def spec_from_pb(msg: types_pb2.DomainSpec) -> DomainSpec:
@@ -93,7 +94,8 @@ def spec_from_pb(msg: types_pb2.DomainSpec) -> DomainSpec:
         "workload"].default
     return DomainSpec(domain_id=msg.domain_id, vcpus=msg.vcpus, memory_mib=msg.memory_mib, name=msg.name,
                       cpu_weight=msg.cpu_weight or 256, cpu_cap_pct=msg.cpu_cap_pct,
-                      labels=tuple(sorted(msg.labels.items())), workload=workload, image_seed=msg.image_seed)
+                      labels=tuple(sorted(msg.labels.items())), workload=workload, image_seed=msg.image_seed,
+                      wws_mib=msg.wws_mib, dirty_rate_mib_s=msg.dirty_rate_mib_s)
 
 
 def prepare_to_pb(req: PrepareRequest) -> migration_pb2.PrepareRequest:

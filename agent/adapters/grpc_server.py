@@ -16,7 +16,8 @@ from agent.adapters import grpc_codec as codec
 from agent.adapters.grpc_client import channel_options
 from agent.core.validation import InputRejected
 from agent.runtime.agent import Agent, Refused
-from shoal.v1 import (control_pb2, control_pb2_grpc, gossip_pb2_grpc, migration_pb2, migration_pb2_grpc)
+from shoal.v1 import (control_pb2, control_pb2_grpc, gossip_pb2_grpc, membership_pb2, membership_pb2_grpc,
+                      migration_pb2, migration_pb2_grpc)
 
 log = logging.getLogger("shoal.grpc")
 
@@ -40,6 +41,18 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         except InputRejected as exc:
             await _reject(self.agent, context, exc, "gossip")
         return codec.exchange_response_to_pb(reply)
+
+
+class MembershipServicer(membership_pb2_grpc.MembershipServicer):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def Deliver(self, request, context):
+        try:
+            self.agent.on_membership_packet(request.payload)
+        except InputRejected as exc:
+            await _reject(self.agent, context, exc, "membership message")
+        return membership_pb2.MembershipReceipt()
 
 
 class MigrationServicer(migration_pb2_grpc.MigrationServicer):
@@ -87,7 +100,8 @@ def _domain_status(d: dict) -> control_pb2.DomainStatus:
     return control_pb2.DomainStatus(domain_id=d["id"], epoch=d["epoch"], state=d["state"],
                                     cpu_demand_cores=d["cpu_demand_cores"],
                                     cpu_allocated_cores=d["cpu_allocated_cores"], memory_mib=d["memory_mib"],
-                                    vcpus=d["vcpus"], workload=d["workload"])
+                                    vcpus=d["vcpus"], workload=d["workload"],
+                                    dirty_rate_mib_s=d["dirty_rate_mib_s"], wws_mib=d["wws_mib"])
 
 
 class ControlServicer(control_pb2_grpc.ControlServicer):
@@ -107,6 +121,10 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                                           domains=p["domains"]) for p in s["peers"]],
             counters=s["counters"], mean_utilization_estimate=s["mean_utilization_estimate"],
             balancing=s["balancing"], draining=s["draining"], model_time_s=s["model_time_s"],
+            incarnation=s["incarnation"],
+            members=[control_pb2.MemberInfo(node_id=m["id"], address=m["address"], status=m["status"],
+                                            incarnation=m["incarnation"], last_change_s=m["last_change_s"],
+                                            in_view=m["in_view"]) for m in s["members"]],
             migrations=[control_pb2.MigrationStatus(migration_id=m["id"], domain_id=m["domain_id"],
                                                     direction=m["direction"], peer_id=m["peer_id"], state=m["state"])
                         for m in s["migrations"]])
@@ -126,10 +144,17 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         return control_pb2.CreateDomainResponse(domain=_domain_status(status))
 
     async def MigrateDomain(self, request, context):
-        result = await self.agent.migrate(request.domain_id, request.target_node_id, require_improvement=False)
+        if request.bandwidth_mib_s < 0 or request.bandwidth_mib_s != request.bandwidth_mib_s:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bandwidth_mib_s must be >= 0")
+        result = await self.agent.migrate(request.domain_id, request.target_node_id, require_improvement=False,
+                                          bandwidth_mib_s=request.bandwidth_mib_s or None)
         return control_pb2.MigrateDomainResponse(migrated=result.migrated, reason=result.reason,
                                                  migration_id=result.migration_id, epoch=result.epoch,
-                                                 bytes_sent=result.bytes_sent, duration_s=result.duration_s)
+                                                 bytes_sent=result.bytes_sent, duration_s=result.duration_s,
+                                                 rounds=result.rounds, downtime_ms=result.downtime_s * 1000,
+                                                 stop_reason=result.stop_reason,
+                                                 accounted_bytes=result.accounted_bytes,
+                                                 hash_equal=result.migrated)
 
     async def Drain(self, request, context):
         remaining = await self.agent.drain()
@@ -146,6 +171,7 @@ async def start_server(agent: Agent, listen: str) -> tuple[grpc.aio.Server, str]
     """Binds and starts the server; returns it and the bound HOST:PORT (port 0 picks one)."""
     server = grpc.aio.server(options=channel_options(agent.config))
     gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(agent), server)
+    membership_pb2_grpc.add_MembershipServicer_to_server(MembershipServicer(agent), server)
     migration_pb2_grpc.add_MigrationServicer_to_server(MigrationServicer(agent), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(agent), server)
     host = listen.rsplit(":", 1)[0]

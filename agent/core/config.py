@@ -57,6 +57,11 @@ class AgentConfig:
     transfer_chunk_bytes: int = 256 * 1024
     # Real bytes per domain image; memory beyond it is accounted, not stored.
     image_real_bytes_max: int = 4 * 1024 * 1024
+    # Per-migration bandwidth cap: a 10 GbE link; a migration may use it whole.
+    migration_bandwidth_mib_s: float = 1_192.0
+    # Xen's dynamic rate limit (start 100 Mbit/s, dirty rate + 50, max 500):
+    # off by default, since it caps a migration at 62.5 MB/s on any link.
+    migration_xen_rate_adaptation: bool = False
     # -- host model ------------------------------------------------------------
     # Nova's default cpu_allocation_ratio.
     cpu_overcommit_ratio: float = 16.0
@@ -73,6 +78,10 @@ class AgentConfig:
     def validate(self) -> "AgentConfig":
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.type == "bool":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{f.name}: expected true or false, got {value!r}")
+                continue
             if f.name == "profile":
                 if value not in PROFILES:
                     raise ConfigError(f"profile: unknown {value!r}; choose from {sorted(PROFILES)}")

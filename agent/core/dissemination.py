@@ -70,8 +70,11 @@ class Dissemination:
         return self.self_load
 
     # -- gossip ---------------------------------------------------------------
-    def pick_peer(self, now_s: float) -> str | None:
-        """A random known peer's address; a seed while none is known."""
+    def pick_peer(self, now_s: float, candidates: list[str] | None = None) -> str | None:
+        """A random peer's address: one of `candidates` (the membership view) when
+        given, else a known peer; a seed while none is known."""
+        if candidates:
+            return self.rng.choice(sorted(set(candidates) - {self.address}) or sorted(candidates))
         live = [e.load.address for e in self.entries.values()
                 if e.age_s(now_s) * 1000 < self.config.peer_forget_ms]
         if live:

@@ -103,6 +103,12 @@ class OutgoingMigration:
     reason: str = ""
     require_improvement: bool = True
     source_demand_cores: float = 0.0  # source demand (net of other moves) when it began
+    bandwidth_bytes_s: float = 0.0
+    rounds: int = 0  # pre-copy rounds, the stop-and-copy included
+    accounted_bytes: int = 0
+    stop_reason: str = ""
+    paused_at_s: float | None = None
+    downtime_s: float = 0.0
 
     def step(self, event: str, reason: str = "") -> SourceState:
         nxt = SOURCE_TRANSITIONS.get((self.state, event))

@@ -16,8 +16,9 @@ Each such move replaces the pair's larger utilization by two smaller ones, so
 the vector of all utilizations sorted high to low falls lexicographically (with
 equal capacities, the sum of squares falls too): no sequence of accepted moves
 can cycle (no ping-pong), and the system converges. Among them
-it prefers the cheapest migration (smallest memory: the MMT rule of Beloglazov
-& Buyya), then the neighbour that ends lowest. The target re-checks the same
+it prefers the cheapest migration (least estimated pre-copy time: memory size
+and dirty rate, the MMT rule of Beloglazov & Buyya), then the neighbour that
+ends lowest. The target re-checks the same
 inequality against its live state including reservations (`improves`), which
 is what keeps many sources from piling onto one stale-looking neighbour.
 
@@ -38,6 +39,12 @@ class DomainLoad:
     memory_mib: int
     vcpus: int
     movable: bool = True  # False while cooling down, migrating or paused
+    # Estimated migration time (pre-copy model); None: memory at 1 GiB/s (plain MMT).
+    cost_s: float | None = None
+
+    @property
+    def migration_cost_s(self) -> float:
+        return self.cost_s if self.cost_s is not None else self.memory_mib / 1024
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,7 @@ class BalancePolicy:
                     continue
                 tgt_after = (nb.cpu_demand_cores + dom.demand_cores) / nb.cpu_capacity_cores
                 src_after = (view.cpu_demand_cores - dom.demand_cores) / view.cpu_capacity_cores
-                key = (float(dom.memory_mib), tgt_after, -dom.demand_cores, dom.domain_id, nb.node_id)
+                key = (dom.migration_cost_s, tgt_after, -dom.demand_cores, dom.domain_id, nb.node_id)
                 ranked.append((key, Proposal(dom.domain_id, nb.node_id, src_after, tgt_after, why)))
         ranked.sort(key=lambda kp: kp[0])
         return [p for _, p in ranked]

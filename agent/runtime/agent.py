@@ -22,21 +22,30 @@ import grpc
 from agent.adapters.grpc_client import PeerClients
 from agent.core.config import AgentConfig
 from agent.core.dissemination import Dissemination
+from agent.core import membership_codec
 from agent.core.handoff import (SOURCE_TERMINAL, OutgoingMigration, SourceState, TargetHandoffs)
+from agent.core.membership import JoinFailed, MemberEvent, Membership, MemberStatus, Send
+from agent.core.membership_config import MembershipConfig
 from agent.core.messages import (OUTCOME_ABORTED, OUTCOME_COMMITTED, OUTCOME_RESERVED, OUTCOME_UNKNOWN,
                                  CommitDecision, Exchange, NodeLoad, PrepareDecision, PrepareRequest)
+from agent.core.precopy import PreCopy, PreCopyLimits, Round, StopAndCopy, migration_cost_s
 from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, Proposal
 from agent.core.validation import InputRejected
 from agent.runtime.metrics import Metrics
 from hypervisor.clock import ScaledClock
 from hypervisor.domain import Domain, DomainSpec, DomainSpecError, DomainState
 from hypervisor.host import Host, HostSpec
-from hypervisor.memory import PAGE_SIZE, MemoryImage
+from hypervisor.memory import PAGE_SIZE, DirtyModel, MemoryImage
 
 log = logging.getLogger("shoal.agent")
 
 # Proposals tried per policy round before giving up until the next round.
 PROPOSALS_PER_ROUND_MAX = 3
+MIB = 1024 * 1024
+# How often the membership core is ticked; it decides itself what is due.
+MEMBERSHIP_TICK_S = 0.05
+# Time given to the `left` announcement on a graceful stop.
+LEAVE_GRACE_S = 1.0
 
 
 class Refused(Exception):
@@ -56,14 +65,21 @@ class MigrationResult:
     epoch: int = 0
     bytes_sent: int = 0
     duration_s: float = 0.0
+    rounds: int = 0
+    downtime_s: float = 0.0
+    stop_reason: str = ""
+    accounted_bytes: int = 0
 
 
 class Agent:
     def __init__(self, node_id: str, host_spec: HostSpec, config: AgentConfig, *,
                  seeds: tuple[str, ...] = (), rng_seed: int | None = None,
-                 clock_origin_s: float | None = None, incarnation: int = 1) -> None:
+                 clock_origin_s: float | None = None, incarnation: int = 1,
+                 membership_config: MembershipConfig | None = None) -> None:
         self.node_id = node_id
         self.incarnation = incarnation
+        self.membership_config = membership_config or MembershipConfig.profile(config.profile)
+        self.membership: Membership | None = None
         self.config = config
         self.host = Host(host_spec)
         self.seeds = seeds
@@ -102,13 +118,21 @@ class Agent:
         self.address = address
         self.dissemination = Dissemination(self.node_id, address, self.config, self.rng, self.seeds,
                                            heartbeat_origin=int(time.time() * 1000))
+        self.membership = Membership(self.node_id, address, self.membership_config, self.rng, self.now_s(),
+                                     incarnation=self.incarnation)
         self.publish()
 
     def start_loops(self) -> None:
-        for coro in (self._gossip_loop(), self._policy_loop(), self._housekeeping_loop()):
+        for coro in (self._membership_loop(), self._gossip_loop(), self._policy_loop(), self._housekeeping_loop()):
             self._spawn(coro)
 
     async def stop(self) -> None:
+        """Announces `left` (best effort, bounded), then stops every loop."""
+        if self.membership is not None and self.membership.joined and not self._stopping:
+            sends = [d for d in self.membership.leave(self.now_s()) if isinstance(d, Send)]
+            if sends:
+                await asyncio.wait([asyncio.ensure_future(self._send_membership(d, report_failure=False))
+                                    for d in sends], timeout=LEAVE_GRACE_S)
         self._stopping = True
         for task in list(self._tasks):
             task.cancel()
@@ -141,6 +165,63 @@ class Agent:
     def _outgoing_active(self) -> int:
         return sum(1 for m in self.outgoing.values() if m.state not in SOURCE_TERMINAL)
 
+    # -- membership ------------------------------------------------------------------
+    async def _membership_loop(self) -> None:
+        assert self.membership is not None
+        self._execute(self.membership.join(self.now_s(), self.seeds))
+        while True:
+            await asyncio.sleep(MEMBERSHIP_TICK_S)
+            self._execute(self.membership.tick(self.now_s()))
+
+    def _execute(self, directives: list) -> None:
+        """Carries out what the membership core decided."""
+        for d in directives:
+            if isinstance(d, Send):
+                self._spawn(self._send_membership(d))
+            elif isinstance(d, MemberEvent):
+                self._on_member_event(d)
+            elif isinstance(d, JoinFailed):
+                self.metrics.inc("join_failures")
+                log.warning("%s: no seed answered after %d join attempts (seeds %s); still retrying",
+                            self.node_id, d.attempts, ",".join(d.seeds))
+
+    async def _send_membership(self, d: Send, report_failure: bool = True) -> None:
+        payload = membership_codec.encode(d.message, self.membership_config.message_bytes_max)
+        kind = type(d.message).__name__.lower()
+        self.metrics.inc("messages_sent", type=kind)
+        self.metrics.inc("bytes_sent", len(payload), type=kind)
+        try:
+            await self.clients.deliver(d.to_address, payload, self.membership_config.probe_timeout_ms / 1000)
+        except grpc.aio.AioRpcError as exc:
+            self.metrics.inc("membership_send_failed", code=exc.code().name)
+            if report_failure and self.membership is not None and not self._stopping:
+                self._execute(self.membership.on_send_failed(self.now_s(), d.to_address, d.message))
+
+    def on_membership_packet(self, payload: bytes) -> None:
+        """A membership message from the network. Raises InputRejected."""
+        assert self.membership is not None
+        msg = membership_codec.decode(payload, self.membership_config.message_bytes_max)
+        kind = type(msg).__name__.lower()
+        self.metrics.inc("messages_received", type=kind)
+        self.metrics.inc("bytes_received", len(payload), type=kind)
+        self._execute(self.membership.on_message(self.now_s(), msg))
+
+    def _on_member_event(self, ev: MemberEvent) -> None:
+        m = ev.member
+        self.metrics.inc("member_events", status=m.status.value)
+        level = logging.WARNING if m.status in (MemberStatus.SUSPECT, MemberStatus.DEAD) else logging.INFO
+        log.log(level, "%s: member %s at %s is %s (was %s, incarnation %d)", self.node_id, m.node_id, m.address,
+                m.status.value, ev.previous.value if ev.previous else "unknown", m.incarnation)
+        if m.status in (MemberStatus.DEAD, MemberStatus.LEFT):
+            assert self.dissemination is not None
+            self.dissemination.entries.pop(m.node_id, None)
+            self._spawn(self.clients.forget(m.address))
+
+    def live_view_ids(self) -> set[str]:
+        """Members this node may gossip with and migrate to: alive and in its bounded view."""
+        assert self.membership is not None
+        return {m.node_id for m in self.membership.view() if m.status is MemberStatus.ALIVE}
+
     # -- loops -------------------------------------------------------------------
     async def _gossip_loop(self) -> None:
         interval_s = self.config.gossip_interval_ms / 1000
@@ -154,7 +235,9 @@ class Agent:
         for node_id in self.dissemination.tick(now):
             log.info("%s: forgot peer %s (no news for %d ms)", self.node_id, node_id, self.config.peer_forget_ms)
             self.metrics.inc("peers_forgotten")
-        address = self.dissemination.pick_peer(now)
+        assert self.membership is not None
+        view = [m.address for m in self.membership.view() if m.status is MemberStatus.ALIVE]
+        address = self.dissemination.pick_peer(now, candidates=view)
         if address is None:
             return
         self.publish()
@@ -235,7 +318,9 @@ class Agent:
         domains = tuple(
             DomainLoad(d.domain_id, d.demand_cores(t), d.spec.memory_mib, d.spec.vcpus,
                        movable=(d.state is DomainState.RUNNING and d.domain_id not in busy
-                                and self.cooldown_until_s.get(d.domain_id, 0.0) <= now))
+                                and self.cooldown_until_s.get(d.domain_id, 0.0) <= now),
+                       cost_s=migration_cost_s(d.spec.memory_mib, d.spec.dirty_rate_mib_s,
+                                               self.config.migration_bandwidth_mib_s, wws_mib=d.spec.wws_mib))
             for d in sorted(self.host.domains.values(), key=lambda d: d.domain_id))
         demand = sum(d.demand_cores for d in domains if d.domain_id not in busy)
         return LocalView(self.node_id, self.host.spec.cpu_cores, demand, domains, self._outgoing_active())
@@ -244,7 +329,10 @@ class Agent:
         assert self.dissemination is not None
         now = self.now_s()
         out = []
+        usable = self.live_view_ids()
         for load in self.dissemination.fresh_peers(now):
+            if load.node_id not in usable:
+                continue  # suspect, dead, left, or outside the bounded view
             entry = self.dissemination.entries[load.node_id]
             # What we sent it since its entry was published is not in the entry yet.
             extra = sum(d for at, tgt, d in self.sent_recently if tgt == load.node_id and at >= entry.changed_at_s)
@@ -302,14 +390,17 @@ class Agent:
         return len(self.host.domains)
 
     # -- migration: source side ----------------------------------------------------
-    async def migrate(self, domain_id: str, target_id: str, *, require_improvement: bool) -> MigrationResult:
+    async def migrate(self, domain_id: str, target_id: str, *, require_improvement: bool,
+                      bandwidth_mib_s: float | None = None) -> MigrationResult:
         """Migrates one domain to one node; returns the outcome (or why it was refused)."""
-        began = self.begin_migration(domain_id, target_id, require_improvement=require_improvement)
+        began = self.begin_migration(domain_id, target_id, require_improvement=require_improvement,
+                                     bandwidth_mib_s=bandwidth_mib_s)
         if isinstance(began, MigrationResult):
             return began
         return await self.run_migration(began)
 
-    def begin_migration(self, domain_id: str, target_id: str, *, require_improvement: bool) -> OutgoingMigration | MigrationResult:
+    def begin_migration(self, domain_id: str, target_id: str, *, require_improvement: bool,
+                        bandwidth_mib_s: float | None = None) -> OutgoingMigration | MigrationResult:
         """Checks and registers an outgoing migration (synchronously: no await)."""
         assert self.dissemination is not None
         domain = self.host.domains.get(domain_id)
@@ -329,6 +420,7 @@ class Agent:
         mig = OutgoingMigration(uuid.uuid4().hex, domain_id, target_id, entry.load.address, domain.epoch,
                                 self.now_s())
         mig.require_improvement = require_improvement
+        mig.bandwidth_bytes_s = (bandwidth_mib_s or self.config.migration_bandwidth_mib_s) * MIB
         mig.source_demand_cores = src_demand
         self.outgoing[mig.migration_id] = mig
         domain.state = DomainState.MIGRATING_OUT
@@ -354,15 +446,12 @@ class Agent:
             mig.step("accepted")
             self.sent_recently.append((self.now_s(), target_id, demand))
             try:
-                received, _ = await self.clients.transfer(
-                    mig.target_address, mig.migration_id, image.iter_chunks(self.config.transfer_chunk_bytes))
+                await self._precopy(mig, domain, image)
             except grpc.aio.AioRpcError as exc:
                 self._spawn(self._abort_remote(mig))
                 return self._abort_local(mig, "failed", f"transfer failed: {exc.code().name} {exc.details()}")
-            mig.bytes_sent = received
             mig.step("transferred")
-            # Stop-and-copy point: the domain is paused from here until the outcome is known.
-            domain.state = DomainState.PAUSED
+            # The domain stays paused from the stop-and-copy until the outcome is known.
             image_hash = image.content_hash()
             try:
                 commit: CommitDecision = await self.clients.commit(mig.target_address, mig.migration_id,
@@ -382,7 +471,50 @@ class Agent:
                 self._abort_local(mig, "failed", "agent stopping")
             raise
 
+    async def _precopy(self, mig: OutgoingMigration, domain: Domain, image: MemoryImage) -> None:
+        """Xen pre-copy over gRPC streams: rounds while the guest runs and dirties
+        pages, then the stop-and-copy with the guest paused (DESIGN.md, Live migration).
+
+        Rounds take real wall time; the guest's dirtying advances with it (in
+        model time). Virtual pages are counted in accounted_bytes but cost no
+        wall time: only real pages have bytes to move.
+        """
+        spec = domain.spec
+        limits = PreCopyLimits(bandwidth_limit_bytes_s=mig.bandwidth_bytes_s,
+                               xen_rate_adaptation=self.config.migration_xen_rate_adaptation)
+        pre = PreCopy.for_image(image, limits)
+        dirtying = (DirtyModel.from_mib(spec.wws_mib, spec.dirty_rate_mib_s, seed=spec.image_seed)
+                    if spec.wws_mib > 0 and spec.dirty_rate_mib_s > 0 else None)
+        image.take_dirty()  # start the dirty log now: round 1 sends everything anyway
+        step: Round | StopAndCopy = pre.first_round()
+        model_t = self.model_time_s()
+        while isinstance(step, Round):
+            started = self.now_s()
+            await self._send_pages(mig, image, step.real_pages, step.number, step.rate_bytes_s)
+            elapsed_s = self.now_s() - started
+            if dirtying is not None:
+                dirtying.advance(image, model_t, model_t + elapsed_s * self.config.time_scale)
+            model_t += elapsed_s * self.config.time_scale
+            step = pre.after_round(image.take_dirty(), elapsed_s)
+        domain.state = DomainState.PAUSED
+        mig.paused_at_s = self.now_s()
+        await self._send_pages(mig, image, step.real_pages, step.number, step.rate_bytes_s)
+        mig.rounds = step.number
+        mig.stop_reason = step.reason.value
+        mig.accounted_bytes = pre.stats.accounted_bytes_sent
+
+    async def _send_pages(self, mig: OutgoingMigration, image: MemoryImage, pages, round_no: int,
+                          rate_bytes_s: float) -> None:
+        if not len(pages):
+            return  # only virtual pages this round: nothing to ship
+        received, _ = await self.clients.transfer(
+            mig.target_address, mig.migration_id, image.iter_page_chunks(pages, self.config.transfer_chunk_bytes),
+            round_no=round_no, rate_bytes_s=rate_bytes_s)
+        mig.bytes_sent += len(pages) * PAGE_SIZE
+
     def _finish(self, mig: OutgoingMigration, epoch: int) -> MigrationResult:
+        if mig.paused_at_s is not None:
+            mig.downtime_s = self.now_s() - mig.paused_at_s
         mig.step("committed")
         self.host.remove_domain(mig.domain_id)
         self.images.pop(mig.domain_id, None)
@@ -392,10 +524,12 @@ class Agent:
         duration = self.now_s() - mig.started_at_s
         self.metrics.inc("migrations_succeeded")
         self.metrics.inc("migration_bytes_sent", mig.bytes_sent)
-        log.info("%s: migrated %s to %s at epoch %d (%d bytes, %.3f s)", self.node_id, mig.domain_id,
-                 mig.target_id, epoch, mig.bytes_sent, duration)
+        log.info("%s: migrated %s to %s at epoch %d (%d rounds, %d bytes, %.3f s, downtime %.1f ms, %s)",
+                 self.node_id, mig.domain_id, mig.target_id, epoch, mig.rounds, mig.bytes_sent, duration,
+                 mig.downtime_s * 1000, mig.stop_reason)
         self.publish()
-        return MigrationResult(True, "", mig.migration_id, epoch, mig.bytes_sent, duration)
+        return MigrationResult(True, "", mig.migration_id, epoch, mig.bytes_sent, duration, mig.rounds,
+                               mig.downtime_s, mig.stop_reason, mig.accounted_bytes)
 
     def _abort_local(self, mig: OutgoingMigration, event: str, reason: str) -> MigrationResult:
         mig.step(event, reason)
@@ -483,7 +617,8 @@ class Agent:
         domains = [{"id": d.domain_id, "epoch": d.epoch, "state": d.state.value,
                     "cpu_demand_cores": round(d.demand_cores(t), 4),
                     "cpu_allocated_cores": round(alloc.get(d.domain_id, 0.0), 4),
-                    "memory_mib": d.spec.memory_mib, "vcpus": d.spec.vcpus, "workload": d.spec.workload.to_text()}
+                    "memory_mib": d.spec.memory_mib, "vcpus": d.spec.vcpus, "workload": d.spec.workload.to_text(),
+                    "dirty_rate_mib_s": d.spec.dirty_rate_mib_s, "wws_mib": d.spec.wws_mib}
                    for d in sorted(self.host.domains.values(), key=lambda d: d.domain_id)]
         peers = [{"id": load.node_id, "address": load.address, "cpu_utilization": round(load.cpu_utilization, 4),
                   "memory_utilization": round(load.memory_utilization, 4), "age_s": round(age, 3),
@@ -493,6 +628,14 @@ class Agent:
         migrations += [{"id": m.migration_id, "domain_id": m.spec.domain_id, "direction": "in",
                         "peer_id": m.source_id, "state": m.state.value} for m in self.target.active()]
         mean = self.mean_estimate()
+        assert self.membership is not None
+        now = self.now_s()
+        in_view = {m.node_id for m in self.membership.view()}
+        members = [{"id": m.node_id, "address": m.address, "status": m.status.value, "incarnation": m.incarnation,
+                    "last_change_s": round(max(0.0, now - m.last_change_s), 3), "in_view": m.node_id in in_view}
+                   for m in self.membership.members()]
+        counters = self.metrics.snapshot()
+        counters.update({f"membership_{k}": v for k, v in self.membership.counters.items()})
         return {
             "id": self.node_id, "address": self.address, "model_time_s": round(t, 3),
             "cpu_utilization": round(sample.cpu_utilization, 4),
@@ -503,5 +646,6 @@ class Agent:
             "domains": domains, "peers": peers, "migrations": migrations,
             "mean_utilization_estimate": round(mean, 4) if mean is not None else -1.0,
             "balancing": self.balancing, "draining": self.target.draining,
-            "counters": self.metrics.snapshot(),
+            "incarnation": self.membership.incarnation, "members": members,
+            "counters": dict(sorted(counters.items())),
         }

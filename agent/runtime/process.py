@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from typing import Any
 
 from agent.adapters.grpc_server import start_server
 from agent.core.config import AgentConfig, ConfigError, config_from_mapping
+from agent.core.membership_config import MembershipConfig
 from agent.runtime.agent import Agent
 from hypervisor.host import HostSpec, HostSpecError
 
@@ -29,29 +31,51 @@ class AgentOptions:
     cpu_cores: float
     memory_mib: int
     config: AgentConfig
+    membership: MembershipConfig | None = None
     ready_file: str | None = None
     advertise: str | None = None  # the address peers should use, when it differs from --listen
     rng_seed: int | None = None
     clock_origin_s: float | None = None
 
 
+def _read_toml(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
 def load_config_file(path: str | None, overrides: dict[str, Any] | None = None) -> AgentConfig:
-    """Reads a TOML config (top-level keys or an [agent] table); raises ConfigError."""
-    values: dict[str, Any] = {}
-    if path:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-        values = dict(data.get("agent", data)) if isinstance(data.get("agent", data), dict) else {}
+    """Reads agent settings from a TOML file (top-level keys or an [agent] table,
+    beside an optional [membership] table); raises ConfigError."""
+    data = _read_toml(path)
+    values = dict(data.get("agent", data))
+    values.pop("membership", None)
     values.update(overrides or {})
     try:
         return config_from_mapping(values)
     except TypeError as exc:  # a value of the wrong kind reached the dataclass
         raise ConfigError(str(exc)) from None
+
+
+def load_membership_config(path: str | None, profile: str) -> MembershipConfig:
+    """The [membership] table of the same file, over the agent's profile; raises ConfigError."""
+    values = _read_toml(path).get("membership", {})
+    if not isinstance(values, dict):
+        raise ConfigError("[membership] must be a table")
+    known = {f.name for f in dataclasses.fields(MembershipConfig)} - {"profile_name"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown membership setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return dataclasses.replace(MembershipConfig.profile(profile), **values).validate()
+    except TypeError as exc:
+        raise ConfigError(f"membership: {exc}") from None
 
 
 def host_spec(cpu_cores: float, memory_mib: int, config: AgentConfig) -> HostSpec:
@@ -85,7 +109,7 @@ def write_ready_file(path: str, payload: dict) -> None:
 async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
     agent = Agent(opts.node_id, host_spec(opts.cpu_cores, opts.memory_mib, opts.config), opts.config,
                   seeds=opts.seeds, rng_seed=opts.rng_seed, clock_origin_s=opts.clock_origin_s,
-                  incarnation=opts.incarnation)
+                  incarnation=opts.incarnation, membership_config=opts.membership)
     server, bound = await start_server(agent, opts.listen)
     address = advertised_address(bound, opts.advertise)
     agent.bind(address)

@@ -12,7 +12,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DomainStatus(_message.Message):
-    __slots__ = ("domain_id", "epoch", "state", "cpu_demand_cores", "cpu_allocated_cores", "memory_mib", "vcpus", "workload")
+    __slots__ = ("domain_id", "epoch", "state", "cpu_demand_cores", "cpu_allocated_cores", "memory_mib", "vcpus", "workload", "dirty_rate_mib_s", "wws_mib")
     DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,8 @@ class DomainStatus(_message.Message):
     MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
     VCPUS_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_RATE_MIB_S_FIELD_NUMBER: _ClassVar[int]
+    WWS_MIB_FIELD_NUMBER: _ClassVar[int]
     domain_id: str
     epoch: int
     state: str
@@ -29,7 +31,9 @@ class DomainStatus(_message.Message):
     memory_mib: int
     vcpus: int
     workload: str
-    def __init__(self, domain_id: _Optional[str] = ..., epoch: _Optional[int] = ..., state: _Optional[str] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_allocated_cores: _Optional[float] = ..., memory_mib: _Optional[int] = ..., vcpus: _Optional[int] = ..., workload: _Optional[str] = ...) -> None: ...
+    dirty_rate_mib_s: float
+    wws_mib: float
+    def __init__(self, domain_id: _Optional[str] = ..., epoch: _Optional[int] = ..., state: _Optional[str] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_allocated_cores: _Optional[float] = ..., memory_mib: _Optional[int] = ..., vcpus: _Optional[int] = ..., workload: _Optional[str] = ..., dirty_rate_mib_s: _Optional[float] = ..., wws_mib: _Optional[float] = ...) -> None: ...
 
 class PeerStatus(_message.Message):
     __slots__ = ("node_id", "address", "cpu_utilization", "memory_utilization", "age_s", "domains")
@@ -62,7 +66,7 @@ class MigrationStatus(_message.Message):
     def __init__(self, migration_id: _Optional[str] = ..., domain_id: _Optional[str] = ..., direction: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("node_id", "address", "cpu_utilization", "memory_utilization", "cpu_capacity_cores", "cpu_demand_cores", "cpu_unserved_cores", "memory_capacity_mib", "memory_used_mib", "domains", "peers", "counters", "mean_utilization_estimate", "balancing", "migrations", "draining", "model_time_s")
+    __slots__ = ("node_id", "address", "cpu_utilization", "memory_utilization", "cpu_capacity_cores", "cpu_demand_cores", "cpu_unserved_cores", "memory_capacity_mib", "memory_used_mib", "domains", "peers", "counters", "mean_utilization_estimate", "balancing", "migrations", "draining", "model_time_s", "members", "incarnation")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +91,8 @@ class StatusResponse(_message.Message):
     MIGRATIONS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     MODEL_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     cpu_utilization: float
@@ -104,7 +110,25 @@ class StatusResponse(_message.Message):
     migrations: _containers.RepeatedCompositeFieldContainer[MigrationStatus]
     draining: bool
     model_time_s: float
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., cpu_utilization: _Optional[float] = ..., memory_utilization: _Optional[float] = ..., cpu_capacity_cores: _Optional[float] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_unserved_cores: _Optional[float] = ..., memory_capacity_mib: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ..., mean_utilization_estimate: _Optional[float] = ..., balancing: _Optional[bool] = ..., migrations: _Optional[_Iterable[_Union[MigrationStatus, _Mapping]]] = ..., draining: _Optional[bool] = ..., model_time_s: _Optional[float] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
+    incarnation: int
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., cpu_utilization: _Optional[float] = ..., memory_utilization: _Optional[float] = ..., cpu_capacity_cores: _Optional[float] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_unserved_cores: _Optional[float] = ..., memory_capacity_mib: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ..., mean_utilization_estimate: _Optional[float] = ..., balancing: _Optional[bool] = ..., migrations: _Optional[_Iterable[_Union[MigrationStatus, _Mapping]]] = ..., draining: _Optional[bool] = ..., model_time_s: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., incarnation: _Optional[int] = ...) -> None: ...
+
+class MemberInfo(_message.Message):
+    __slots__ = ("node_id", "address", "status", "incarnation", "last_change_s", "in_view")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHANGE_S_FIELD_NUMBER: _ClassVar[int]
+    IN_VIEW_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    status: str
+    incarnation: int
+    last_change_s: float
+    in_view: bool
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., status: _Optional[str] = ..., incarnation: _Optional[int] = ..., last_change_s: _Optional[float] = ..., in_view: _Optional[bool] = ...) -> None: ...
 
 class ListDomainsRequest(_message.Message):
     __slots__ = ()
@@ -129,28 +153,40 @@ class CreateDomainResponse(_message.Message):
     def __init__(self, domain: _Optional[_Union[DomainStatus, _Mapping]] = ...) -> None: ...
 
 class MigrateDomainRequest(_message.Message):
-    __slots__ = ("domain_id", "target_node_id")
+    __slots__ = ("domain_id", "target_node_id", "bandwidth_mib_s")
     DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_MIB_S_FIELD_NUMBER: _ClassVar[int]
     domain_id: str
     target_node_id: str
-    def __init__(self, domain_id: _Optional[str] = ..., target_node_id: _Optional[str] = ...) -> None: ...
+    bandwidth_mib_s: float
+    def __init__(self, domain_id: _Optional[str] = ..., target_node_id: _Optional[str] = ..., bandwidth_mib_s: _Optional[float] = ...) -> None: ...
 
 class MigrateDomainResponse(_message.Message):
-    __slots__ = ("migrated", "reason", "migration_id", "epoch", "bytes_sent", "duration_s")
+    __slots__ = ("migrated", "reason", "migration_id", "epoch", "bytes_sent", "duration_s", "rounds", "downtime_ms", "stop_reason", "accounted_bytes", "hash_equal")
     MIGRATED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    DOWNTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HASH_EQUAL_FIELD_NUMBER: _ClassVar[int]
     migrated: bool
     reason: str
     migration_id: str
     epoch: int
     bytes_sent: int
     duration_s: float
-    def __init__(self, migrated: _Optional[bool] = ..., reason: _Optional[str] = ..., migration_id: _Optional[str] = ..., epoch: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., duration_s: _Optional[float] = ...) -> None: ...
+    rounds: int
+    downtime_ms: float
+    stop_reason: str
+    accounted_bytes: int
+    hash_equal: bool
+    def __init__(self, migrated: _Optional[bool] = ..., reason: _Optional[str] = ..., migration_id: _Optional[str] = ..., epoch: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., duration_s: _Optional[float] = ..., rounds: _Optional[int] = ..., downtime_ms: _Optional[float] = ..., stop_reason: _Optional[str] = ..., accounted_bytes: _Optional[int] = ..., hash_equal: _Optional[bool] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ()

@@ -24,7 +24,7 @@ class WorkloadSpec(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., params: _Optional[_Mapping[str, float]] = ..., path: _Optional[str] = ...) -> None: ...
 
 class DomainSpec(_message.Message):
-    __slots__ = ("domain_id", "name", "vcpus", "memory_mib", "cpu_weight", "cpu_cap_pct", "labels", "workload", "image_seed")
+    __slots__ = ("domain_id", "name", "vcpus", "memory_mib", "cpu_weight", "cpu_cap_pct", "labels", "workload", "image_seed", "wws_mib", "dirty_rate_mib_s")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,8 @@ class DomainSpec(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SEED_FIELD_NUMBER: _ClassVar[int]
+    WWS_MIB_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_RATE_MIB_S_FIELD_NUMBER: _ClassVar[int]
     domain_id: str
     name: str
     vcpus: int
@@ -50,7 +52,9 @@ class DomainSpec(_message.Message):
     labels: _containers.ScalarMap[str, str]
     workload: WorkloadSpec
     image_seed: int
-    def __init__(self, domain_id: _Optional[str] = ..., name: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mib: _Optional[int] = ..., cpu_weight: _Optional[int] = ..., cpu_cap_pct: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., workload: _Optional[_Union[WorkloadSpec, _Mapping]] = ..., image_seed: _Optional[int] = ...) -> None: ...
+    wws_mib: float
+    dirty_rate_mib_s: float
+    def __init__(self, domain_id: _Optional[str] = ..., name: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mib: _Optional[int] = ..., cpu_weight: _Optional[int] = ..., cpu_cap_pct: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., workload: _Optional[_Union[WorkloadSpec, _Mapping]] = ..., image_seed: _Optional[int] = ..., wws_mib: _Optional[float] = ..., dirty_rate_mib_s: _Optional[float] = ...) -> None: ...
 
 class NodeState(_message.Message):
     __slots__ = ("schema_version", "node_id", "address", "heartbeat", "cpu_capacity_cores", "cpu_demand_cores", "memory_capacity_mib", "memory_used_mib", "domains", "vcpus_committed", "vcpus_capacity", "migrations_inflight", "age_ms")
