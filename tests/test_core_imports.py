@@ -53,7 +53,7 @@ def test_checker_catches_a_forbidden_import(tmp_path):
 
 def test_cores_import_without_loading_io_modules():
     code = ("import sys; import agent.core.dissemination, agent.core.policy, agent.core.handoff, "
-            "agent.core.config, hypervisor; "
+            "agent.core.config, agent.core.membership, agent.core.precopy, agent.core.ownership, hypervisor; "
             "bad = sorted(m for m in ('asyncio', 'grpc', 'socket') if m in sys.modules); print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""
