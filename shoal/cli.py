@@ -149,6 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--to", required=True, help="the destination node's id")
     migrate.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
+    bench = sub.add_parser("bench", help="benchmarks on real agent processes",
+                           description="Benchmarks that start real agent processes on 127.0.0.1 and print a table "
+                                       "(or one JSON object with --json).")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    bm = bsub.add_parser("migration", help="live-migrate one domain between two agents vs a raw TCP socket",
+                         description="Start two agents, create one domain whose whole memory image is real bytes, "
+                                     "live-migrate it with pre-copy while it dirties pages, and send the same "
+                                     "bytes over a raw asyncio TCP socket in the same run. Reports throughput, "
+                                     "raw TCP throughput, their ratio, rounds, downtime and whether the image "
+                                     "hashed equal on both sides.")
+    bm.add_argument("--size-mib", type=_positive_int, default=256, help="domain memory, all real bytes (default 256)")
+    bm.add_argument("--dirty-rate-mib-s", type=float, default=20.0, help="guest dirty rate (default 20)")
+    bm.add_argument("--wws-mib", type=float, default=4.0, help="writable working set (default 4)")
+    bm.add_argument("--bandwidth-mib-s", type=float, default=0.0,
+                    help="per-migration bandwidth cap (default: the agent's migration_bandwidth_mib_s)")
+    bm.add_argument("--xen-rate", action="store_true", help="use Xen's dynamic rate limiting (100-500 Mbit/s)")
+    bm.add_argument("--json", action="store_true", help="print one JSON object")
+
+    bmem = bsub.add_parser("membership", help="message load and failure detection of real agent clusters",
+                           description="For each cluster size: start N agents, measure messages and bytes sent per "
+                                       "node per second over the quiet first half of --duration, then SIGKILL "
+                                       "--kills agents one by one and time how long until every survivor marks "
+                                       "each dead; count live agents ever marked dead (false positives).")
+    bmem.add_argument("--nodes", default="8,16,32", help="comma-separated cluster sizes (default 8,16,32)")
+    bmem.add_argument("--duration", type=_positive_float, default=60.0, help="seconds per cluster size (default 60)")
+    bmem.add_argument("--kills", type=_positive_int, default=3, help="agents killed per size (default 3)")
+    bmem.add_argument("--seed", type=int, default=1, help="seed of the choice of victims")
+    bmem.add_argument("--json", action="store_true", help="print one JSON object")
+
     s = sub.add_parser("status", help="show one agent's view of itself and its peers",
                        description="Ask one agent for its state: utilization, domains, known peers with their "
                                    "last reported utilization and age, migrations and counters.")
@@ -184,12 +213,15 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                         seeds=args.seeds,
                         cpu_cores=args.cpu_cores,
                         memory_mib=args.memory_mib, config=config, ready_file=args.ready_file,
-                        rng_seed=args.rng_seed, clock_origin_s=args.clock_origin, advertise=args.advertise)
+                        rng_seed=args.rng_seed, clock_origin_s=args.clock_origin, advertise=args.advertise,
+                        state_dir=args.state_dir)
     if args.listen.rsplit(":", 1)[0] in ("0.0.0.0", "[::]", "::") and not args.advertise:
         raise CliError(f"--listen {args.listen} needs --advertise HOST:PORT: peers cannot dial a wildcard address",
                        EXIT_USAGE)
     try:
         asyncio.run(serve(opts))
+    except ConfigError as exc:
+        raise CliError(f"agent {node_id}: {exc}", EXIT_USAGE) from None
     except OSError as exc:
         raise CliError(f"agent {node_id}: {exc}") from None
     return EXIT_OK
@@ -320,12 +352,45 @@ def _cmd_domain(args: argparse.Namespace) -> int:
     return EXIT_OK if resp.migrated else EXIT_ERROR
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from agent.runtime.bench import (MembershipBenchOptions, MigrationBenchOptions, bench_membership,
+                                     bench_migration, format_membership, format_migration, print_json)
+    from agent.runtime.launcher import LaunchError
+
+    if args.bench_command == "membership":
+        try:
+            sizes = tuple(int(x) for x in args.nodes.split(",") if x.strip())
+        except ValueError:
+            raise CliError(f"--nodes {args.nodes!r} is not a comma-separated list of sizes", EXIT_USAGE) from None
+        try:
+            result = asyncio.run(bench_membership(
+                MembershipBenchOptions(sizes, args.duration, args.kills, args.seed),
+                say=lambda line: print(line, file=sys.stderr)))
+        except LaunchError as exc:
+            raise CliError(str(exc)) from None
+        print(json.dumps(result, indent=2) if args.json else format_membership(result))
+        return EXIT_OK
+    try:
+        opts = MigrationBenchOptions(size_mib=args.size_mib, dirty_rate_mib_s=args.dirty_rate_mib_s,
+                                     wws_mib=args.wws_mib, bandwidth_mib_s=args.bandwidth_mib_s,
+                                     xen_rate_adaptation=args.xen_rate)
+        result = asyncio.run(bench_migration(opts))
+    except LaunchError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print_json(result)
+    else:
+        print(format_migration(result))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status, "domain": _cmd_domain}
+    handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status, "domain": _cmd_domain,
+                "bench": _cmd_bench}
     try:
         return handlers[args.command](args)
     except CliError as exc:

@@ -136,3 +136,15 @@ def test_pick_peer_falls_back_to_seeds_until_peers_are_known():
     assert d.pick_peer(0.0) == "127.0.0.1:2000"  # never itself
     lonely = Dissemination("n1", "127.0.0.1:1001", CFG, Random(1))
     assert lonely.pick_peer(0.0) is None
+
+
+def test_digest_over_the_bound_keeps_the_freshest_half():
+    cfg = AgentConfig(gossip_entries_max=6)
+    a = Dissemination("n0", "127.0.0.1:1000", cfg, Random(2))
+    a.publish(load("n0", 1.0), 0.0)
+    for i in range(1, 12):  # n1 heard at t=1 ... n11 at t=11
+        a.on_exchange(float(i), Exchange(f"n{i}", f"127.0.0.1:{1000 + i}", (load(f"n{i}", 1.0),),
+                                         Averaging(0, 0, 0)))
+    ids = [e.node_id for e in a.make_exchange(12.0).entries]
+    assert ids[0] == "n0" and len(ids) == 6
+    assert {"n11", "n10"} <= set(ids)  # the two freshest always travel

@@ -44,10 +44,12 @@ class PeerClients:
             await ch.close(grace=None)
         self._channels.clear()
 
-    async def exchange(self, address: str, ex: Exchange) -> Exchange:
+    async def exchange(self, address: str, ex: Exchange) -> tuple[Exchange, int, int]:
+        """One push-pull; returns the answer and the bytes sent and received."""
         stub = gossip_pb2_grpc.GossipStub(self._channel(address))
-        resp = await stub.Exchange(codec.exchange_request_to_pb(ex), timeout=self.timeout_s)
-        return codec.exchange_response_from_pb(resp, address)
+        req = codec.exchange_request_to_pb(ex)
+        resp = await stub.Exchange(req, timeout=self.timeout_s)
+        return codec.exchange_response_from_pb(resp, address), req.ByteSize(), resp.ByteSize()
 
     async def deliver(self, address: str, payload: bytes, timeout_s: float) -> None:
         """Sends one encoded membership message (fire and forget, like SWIM's UDP)."""

@@ -36,11 +36,17 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         self.agent = agent
 
     async def Exchange(self, request, context):
+        metrics = self.agent.metrics
+        metrics.inc("messages_received", type="exchange")
+        metrics.inc("bytes_received", request.ByteSize(), type="exchange")
         try:
             reply = self.agent.on_exchange(codec.exchange_request_from_pb(request))
         except InputRejected as exc:
             await _reject(self.agent, context, exc, "gossip")
-        return codec.exchange_response_to_pb(reply)
+        answer = codec.exchange_response_to_pb(reply)
+        metrics.inc("messages_sent", type="exchange_reply")
+        metrics.inc("bytes_sent", answer.ByteSize(), type="exchange_reply")
+        return answer
 
 
 class MembershipServicer(membership_pb2_grpc.MembershipServicer):
@@ -77,10 +83,10 @@ class MigrationServicer(migration_pb2_grpc.MigrationServicer):
                 self.agent.on_chunk(chunk.migration_id, chunk.first_page, chunk.data)
             if not migration_id:
                 raise InputRejected("bad_chunk", "empty transfer stream")
-            received, image_hash = self.agent.received_hash(migration_id)
+            received = self.agent.bytes_received(migration_id)
         except InputRejected as exc:
             await _reject(self.agent, context, exc, "transfer chunk")
-        return migration_pb2.TransferResponse(bytes_received=received, image_hash=image_hash)
+        return migration_pb2.TransferResponse(bytes_received=received)
 
     async def Commit(self, request, context):
         decision = self.agent.on_commit(request.migration_id, request.epoch, request.image_hash)

@@ -23,8 +23,9 @@ class AgentConfig:
     # -- gossip --------------------------------------------------------------
     # Loopback round trips are ~1 ms; 500 ms keeps 100 agents well under a core.
     gossip_interval_ms: int = 500
-    # Entries per exchange are bounded so one message stays small at any N.
-    gossip_entries_max: int = 64
+    # Entries per exchange, about the membership view's size: bytes per node per
+    # second stay flat as N grows (the policy only needs its view's entries).
+    gossip_entries_max: int = 16
     # An entry this old is not trusted for decisions (about 10 gossip rounds).
     peer_stale_ms: int = 5_000
     # An entry this old is forgotten (the node is presumed gone).

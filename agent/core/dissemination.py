@@ -141,7 +141,11 @@ class Dissemination:
                   if e.age_s(now_s) * 1000 < self.config.peer_forget_ms]
         room = self.config.gossip_entries_max - (1 if self.self_load else 0)
         if len(others) > room:
-            others = self.rng.sample(others, room)
+            # Half the freshest (news spreads fast, as in rumor mongering), half
+            # random among the rest (older entries still get refreshed somewhere).
+            others.sort(key=lambda load: (load.age_ms, load.node_id))
+            fresh, rest = others[: room // 2], others[room // 2:]
+            others = fresh + self.rng.sample(rest, room - len(fresh))
         return ((self.self_load,) if self.self_load else ()) + tuple(others)
 
     def _merge(self, now_s: float, entries: tuple[NodeLoad, ...]) -> None:

@@ -151,6 +151,8 @@ class TargetHandoffs:
     incoming: "OrderedDict[str, IncomingMigration]" = field(default_factory=OrderedDict)
     # Highest epoch at which each domain left this node: a PREPARE below it is stale.
     departed_epochs: dict[str, int] = field(default_factory=dict)
+    # Commits recovered from the journal after a restart: migration id -> epoch.
+    recovered_commits: dict[str, int] = field(default_factory=dict)
 
     def active(self) -> list[IncomingMigration]:
         return [m for m in self.incoming.values() if m.state not in TARGET_TERMINAL]
@@ -221,6 +223,8 @@ class TargetHandoffs:
                   image_hash: str) -> tuple[CommitDecision, Domain | None]:
         """Activates the domain at the new epoch; returns it when newly activated."""
         mig = self.incoming.get(migration_id)
+        if mig is None and migration_id in self.recovered_commits:
+            return CommitDecision(True, "already committed", self.recovered_commits[migration_id]), None
         if mig is None:
             return CommitDecision(False, f"unknown migration {migration_id}"), None
         if mig.state is T.COMMITTED:
@@ -244,7 +248,7 @@ class TargetHandoffs:
     def on_abort(self, migration_id: str) -> str:
         mig = self.incoming.get(migration_id)
         if mig is None:
-            return OUTCOME_UNKNOWN
+            return self.outcome(migration_id)
         if mig.state not in TARGET_TERMINAL:
             mig.step("abort")
             self.host.release(migration_id)
@@ -253,7 +257,7 @@ class TargetHandoffs:
     def outcome(self, migration_id: str) -> str:
         mig = self.incoming.get(migration_id)
         if mig is None:
-            return OUTCOME_UNKNOWN
+            return OUTCOME_COMMITTED if migration_id in self.recovered_commits else OUTCOME_UNKNOWN
         return {T.RESERVED: OUTCOME_RESERVED, T.RECEIVING: OUTCOME_RESERVED,
                 T.COMMITTED: OUTCOME_COMMITTED}.get(mig.state, OUTCOME_ABORTED)
 

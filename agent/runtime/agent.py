@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from agent.core.config import AgentConfig
 from agent.core.dissemination import Dissemination
 from agent.core import membership_codec
 from agent.core.handoff import (SOURCE_TERMINAL, OutgoingMigration, SourceState, TargetHandoffs)
+from agent.adapters.journal import Journal
+from agent.core.ownership import InDoubt, Recovered, fold, spec_to_record
 from agent.core.membership import JoinFailed, MemberEvent, Membership, MemberStatus, Send
 from agent.core.membership_config import MembershipConfig
 from agent.core.messages import (OUTCOME_ABORTED, OUTCOME_COMMITTED, OUTCOME_RESERVED, OUTCOME_UNKNOWN,
@@ -44,6 +47,15 @@ PROPOSALS_PER_ROUND_MAX = 3
 MIB = 1024 * 1024
 # How often the membership core is ticked; it decides itself what is due.
 MEMBERSHIP_TICK_S = 0.05
+# Fault injection for the crash-matrix tests: the agent hard-exits (as if
+# SIGKILLed) when it reaches the named handoff point. Never set in production.
+CRASH_ENV = "SHOAL_CRASH_AT"
+CRASH_POINTS = frozenset({
+    "source:after_prepare", "source:mid_precopy", "source:after_pause", "source:after_commit_sent",
+    "source:after_commit_ack", "target:after_prepare", "target:mid_precopy", "target:after_pause",
+    "target:after_commit_sent", "target:after_commit_ack"})
+# Compact the journal into a snapshot after this many appends.
+JOURNAL_COMPACT_APPENDS = 10_000
 # Time given to the `left` announcement on a graceful stop.
 LEAVE_GRACE_S = 1.0
 
@@ -75,7 +87,8 @@ class Agent:
     def __init__(self, node_id: str, host_spec: HostSpec, config: AgentConfig, *,
                  seeds: tuple[str, ...] = (), rng_seed: int | None = None,
                  clock_origin_s: float | None = None, incarnation: int = 1,
-                 membership_config: MembershipConfig | None = None) -> None:
+                 membership_config: MembershipConfig | None = None, journal: Journal | None = None,
+                 recovered: Recovered | None = None) -> None:
         self.node_id = node_id
         self.incarnation = incarnation
         self.membership_config = membership_config or MembershipConfig.profile(config.profile)
@@ -101,6 +114,74 @@ class Agent:
         self._tasks: set[asyncio.Task] = set()
         self._policy_wake = asyncio.Event()
         self._stopping = False
+        self.journal = journal
+        self._crash_at = os.environ.get(CRASH_ENV, "")
+        if self._crash_at and self._crash_at not in CRASH_POINTS:
+            raise ValueError(f"{CRASH_ENV}={self._crash_at!r} is not one of {sorted(CRASH_POINTS)}")
+        self._journal_appends = 0
+        self._recovered_in_doubt: list[InDoubt] = []
+        if recovered is not None:
+            self._recover(recovered)
+
+    def _maybe_crash(self, point: str, delay_s: float = 0.0) -> None:
+        """The crash-matrix hook (CRASH_ENV); os._exit skips every cleanup, like SIGKILL."""
+        if self._crash_at != point:
+            return
+        log.error("%s: crashing at %s (%s)", self.node_id, point, CRASH_ENV)
+        if delay_s:
+            asyncio.get_running_loop().call_later(delay_s, os._exit, 137)
+        else:
+            os._exit(137)
+
+    # -- journal -----------------------------------------------------------------
+    def _recover(self, r: Recovered) -> None:
+        """Rebuilds domains from the journal; in-doubt handoffs are resolved once serving."""
+        for line in r.skipped:
+            log.warning("%s: journal record skipped: %s", self.node_id, line)
+        in_doubt = {d.domain_id for d in r.in_doubt.values()}
+        for spec, epoch in sorted(r.domains.values(), key=lambda se: se[0].domain_id):
+            state = DomainState.PAUSED if spec.domain_id in in_doubt else DomainState.RUNNING
+            self.host.domains[spec.domain_id] = Domain(spec, epoch=epoch, state=state)
+            self.images[spec.domain_id] = MemoryImage(spec.memory_mib, self.config.image_real_bytes_max,
+                                                      seed=spec.image_seed)
+        self.tombstones.update(r.departed)
+        self.target.departed_epochs.update({d: e for d, (e, _) in r.departed.items()})
+        self.target.recovered_commits.update(r.arrived)
+        self._recovered_in_doubt = [d for d in r.in_doubt.values() if d.domain_id in self.host.domains]
+        log.info("%s: recovered %d domains from the journal (%d handoffs in doubt)", self.node_id,
+                 len(r.domains), len(self._recovered_in_doubt))
+
+    def _journal(self, record: dict) -> None:
+        """Appends with fsync before the step takes effect outside this process."""
+        if self.journal is None:
+            return
+        self.journal.append(record)
+        self._journal_appends += 1
+        if self._journal_appends >= JOURNAL_COMPACT_APPENDS:
+            self._journal_appends = 0
+            self.journal.compact(self._ownership().snapshot())
+
+    def _ownership(self) -> Recovered:
+        r = Recovered(domains={d.domain_id: (d.spec, d.epoch) for d in self.host.domains.values()},
+                      departed=dict(self.tombstones), arrived=dict(self.target.recovered_commits))
+        for m in self.target.incoming.values():
+            if m.committed_epoch:
+                r.arrived[m.migration_id] = m.committed_epoch
+        for m in self.outgoing.values():
+            if m.state in (SourceState.COMMITTING, SourceState.IN_DOUBT):
+                r.in_doubt[m.migration_id] = InDoubt(m.migration_id, m.domain_id, m.target_id, m.target_address,
+                                                     m.epoch)
+        return r
+
+    async def _resolve_recovered(self) -> None:
+        for d in self._recovered_in_doubt:
+            mig = OutgoingMigration(d.migration_id, d.domain_id, d.target_id, d.target_address, d.epoch,
+                                    self.now_s(), state=SourceState.IN_DOUBT)
+            self.outgoing[mig.migration_id] = mig
+            result = await self._resolve_in_doubt(mig)
+            log.info("%s: in-doubt handoff of %s resolved: %s", self.node_id, d.domain_id,
+                     "moved" if result.migrated else result.reason)
+        self._recovered_in_doubt = []
 
     # -- time ----------------------------------------------------------------
     @staticmethod
@@ -123,7 +204,8 @@ class Agent:
         self.publish()
 
     def start_loops(self) -> None:
-        for coro in (self._membership_loop(), self._gossip_loop(), self._policy_loop(), self._housekeeping_loop()):
+        for coro in (self._membership_loop(), self._gossip_loop(), self._policy_loop(), self._housekeeping_loop(),
+                     self._resolve_recovered()):
             self._spawn(coro)
 
     async def stop(self) -> None:
@@ -138,6 +220,8 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.clients.close()
+        if self.journal is not None:
+            self.journal.close()
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -242,9 +326,14 @@ class Agent:
             return
         self.publish()
         try:
-            reply = await self.clients.exchange(address, self.dissemination.make_exchange(now))
+            reply, sent_bytes, received_bytes = await self.clients.exchange(address,
+                                                                            self.dissemination.make_exchange(now))
             self.dissemination.on_exchange_reply(self.now_s(), reply)
             self.metrics.inc("gossip_exchanges_sent")
+            self.metrics.inc("messages_sent", type="exchange")
+            self.metrics.inc("bytes_sent", sent_bytes, type="exchange")
+            self.metrics.inc("messages_received", type="exchange_reply")
+            self.metrics.inc("bytes_received", received_bytes, type="exchange_reply")
         except grpc.aio.AioRpcError as exc:
             self.metrics.inc("gossip_failed", code=exc.code().name)
             log.debug("%s: gossip with %s failed: %s", self.node_id, address, exc.code().name)
@@ -370,6 +459,7 @@ class Agent:
         if not admission.ok:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.reason)
         domain = Domain(spec, epoch=epoch, state=DomainState.RUNNING)
+        self._journal({"t": "domain", "spec": spec_to_record(spec), "epoch": epoch})
         self.host.add_domain(domain)
         self.images[spec.domain_id] = MemoryImage(spec.memory_mib, self.config.image_real_bytes_max,
                                                   seed=spec.image_seed)
@@ -444,6 +534,7 @@ class Agent:
             if not decision.accepted:
                 return self._abort_local(mig, "rejected", f"rejected by {target_id}: {decision.reason}")
             mig.step("accepted")
+            self._maybe_crash("source:after_prepare")
             self.sent_recently.append((self.now_s(), target_id, demand))
             try:
                 await self._precopy(mig, domain, image)
@@ -454,6 +545,7 @@ class Agent:
             # The domain stays paused from the stop-and-copy until the outcome is known.
             image_hash = image.content_hash()
             try:
+                self._maybe_crash("source:after_commit_sent", delay_s=0.002)
                 commit: CommitDecision = await self.clients.commit(mig.target_address, mig.migration_id,
                                                                    mig.epoch + 1, image_hash)
             except grpc.aio.AioRpcError as exc:
@@ -463,6 +555,7 @@ class Agent:
                             target_id, exc.code().name)
                 return await self._resolve_in_doubt(mig)
             if commit.committed:
+                self._maybe_crash("source:after_commit_ack")
                 return self._finish(mig, commit.epoch)
             self._spawn(self._abort_remote(mig))
             return self._abort_local(mig, "refused", f"commit refused by {target_id}: {commit.reason}")
@@ -491,14 +584,20 @@ class Agent:
         while isinstance(step, Round):
             started = self.now_s()
             await self._send_pages(mig, image, step.real_pages, step.number, step.rate_bytes_s)
+            self._maybe_crash("source:mid_precopy")
             elapsed_s = self.now_s() - started
             if dirtying is not None:
                 dirtying.advance(image, model_t, model_t + elapsed_s * self.config.time_scale)
             model_t += elapsed_s * self.config.time_scale
             step = pre.after_round(image.take_dirty(), elapsed_s)
+        # Journaled before COMMIT can be sent: after a crash from here on, the
+        # domain comes back paused and in doubt, never running beside a committed copy.
+        self._journal({"t": "pause", "mid": mig.migration_id, "id": mig.domain_id, "target": mig.target_id,
+                       "addr": mig.target_address, "epoch": mig.epoch})
         domain.state = DomainState.PAUSED
         mig.paused_at_s = self.now_s()
         await self._send_pages(mig, image, step.real_pages, step.number, step.rate_bytes_s)
+        self._maybe_crash("source:after_pause")
         mig.rounds = step.number
         mig.stop_reason = step.reason.value
         mig.accounted_bytes = pre.stats.accounted_bytes_sent
@@ -516,6 +615,8 @@ class Agent:
         if mig.paused_at_s is not None:
             mig.downtime_s = self.now_s() - mig.paused_at_s
         mig.step("committed")
+        self._journal({"t": "gone", "mid": mig.migration_id, "id": mig.domain_id, "epoch": epoch,
+                       "to": mig.target_id})
         self.host.remove_domain(mig.domain_id)
         self.images.pop(mig.domain_id, None)
         self.cooldown_until_s.pop(mig.domain_id, None)
@@ -532,7 +633,10 @@ class Agent:
                                mig.downtime_s, mig.stop_reason, mig.accounted_bytes)
 
     def _abort_local(self, mig: OutgoingMigration, event: str, reason: str) -> MigrationResult:
+        paused = mig.paused_at_s is not None or mig.state is SourceState.IN_DOUBT
         mig.step(event, reason)
+        if paused:
+            self._journal({"t": "resume", "mid": mig.migration_id, "id": mig.domain_id})
         domain = self.host.domains.get(mig.domain_id)
         if domain is not None:
             domain.state = DomainState.RUNNING
@@ -553,6 +657,10 @@ class Agent:
         """Asks the target until the outcome is known; the domain stays paused meanwhile."""
         delay_s = 0.1
         while True:
+            # The target may have restarted on another address: membership knows where it is now.
+            member = self.membership.member(mig.target_id) if self.membership is not None else None
+            if member is not None:
+                mig.target_address = member.address
             try:
                 outcome, epoch = await self.clients.query(mig.target_address, mig.migration_id)
                 if outcome == OUTCOME_RESERVED:
@@ -574,22 +682,28 @@ class Agent:
         decision = self.target.on_prepare(self.now_s(), req, self.host.sample(t).cpu_demand_cores)
         if decision.accepted:
             self.metrics.inc("reservations_accepted")
+            self._maybe_crash("target:after_prepare", delay_s=0.05)  # after the answer went out
         else:
             self.metrics.inc("reservations_refused")
             log.info("%s: refused %s from %s: %s", self.node_id, req.spec.domain_id, req.source_id, decision.reason)
         return decision
 
     def on_chunk(self, migration_id: str, first_page: int, data: bytes) -> None:
+        self._maybe_crash("target:mid_precopy")
         self.target.on_chunk(migration_id, first_page, data)
         self.metrics.inc("migration_bytes_received", len(data))
 
-    def received_hash(self, migration_id: str) -> tuple[int, str]:
-        mig = self.target.incoming[migration_id]
-        return mig.bytes_received, mig.image.content_hash()
+    def bytes_received(self, migration_id: str) -> int:
+        return self.target.incoming[migration_id].bytes_received
 
     def on_commit(self, migration_id: str, epoch: int, image_hash: str) -> CommitDecision:
+        self._maybe_crash("target:after_pause")  # the stop-and-copy arrived; COMMIT not applied
         decision, domain = self.target.on_commit(self.now_s(), migration_id, epoch, image_hash)
         if domain is not None:
+            # Journaled before the answer: the source drops its copy on COMMITTED.
+            self._journal({"t": "arrived", "mid": migration_id, "spec": spec_to_record(domain.spec), "epoch": epoch})
+            self._maybe_crash("target:after_commit_sent")  # journaled, not yet answered
+            self._maybe_crash("target:after_commit_ack", delay_s=0.05)  # after the answer went out
             self.images[domain.domain_id] = self.target.incoming[migration_id].image
             self.cooldown_until_s[domain.domain_id] = self.now_s() + self.config.domain_cooldown_ms / 1000
             self.tombstones.pop(domain.domain_id, None)

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.adapters.grpc_server import start_server
+from agent.adapters.journal import Journal, JournalError
+from agent.core.ownership import fold
 from agent.core.config import AgentConfig, ConfigError, config_from_mapping
 from agent.core.membership_config import MembershipConfig
 from agent.runtime.agent import Agent
 from hypervisor.host import HostSpec, HostSpecError
 
 log = logging.getLogger("shoal.agent")
+JOURNAL_FILE = "journal"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class AgentOptions:
     config: AgentConfig
     membership: MembershipConfig | None = None
     ready_file: str | None = None
+    state_dir: str | None = None  # holds the journal; None: nothing survives a restart
     advertise: str | None = None  # the address peers should use, when it differs from --listen
     rng_seed: int | None = None
     clock_origin_s: float | None = None
@@ -107,7 +111,15 @@ def write_ready_file(path: str, payload: dict) -> None:
 
 
 async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
+    journal, recovered = None, None
+    if opts.state_dir:
+        try:
+            journal, records = Journal.open(Path(opts.state_dir) / JOURNAL_FILE)
+        except (JournalError, OSError) as exc:
+            raise ConfigError(f"journal in {opts.state_dir}: {exc}") from None
+        recovered = fold(records)
     agent = Agent(opts.node_id, host_spec(opts.cpu_cores, opts.memory_mib, opts.config), opts.config,
+                  journal=journal, recovered=recovered,
                   seeds=opts.seeds, rng_seed=opts.rng_seed, clock_origin_s=opts.clock_origin_s,
                   incarnation=opts.incarnation, membership_config=opts.membership)
     server, bound = await start_server(agent, opts.listen)
