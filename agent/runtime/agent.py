@@ -682,7 +682,8 @@ class Agent:
         decision = self.target.on_prepare(self.now_s(), req, self.host.sample(t).cpu_demand_cores)
         if decision.accepted:
             self.metrics.inc("reservations_accepted")
-            self._maybe_crash("target:after_prepare", delay_s=0.05)  # after the answer went out
+            # At once: a delay would let a small image's whole migration finish first.
+            self._maybe_crash("target:after_prepare")
         else:
             self.metrics.inc("reservations_refused")
             log.info("%s: refused %s from %s: %s", self.node_id, req.spec.domain_id, req.source_id, decision.reason)
