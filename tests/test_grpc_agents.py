@@ -166,3 +166,15 @@ async def test_create_domain_refusals_carry_status_codes(local_cluster):
             assert info.value.code() == code, info.value.details()
     finally:
         await client.close()
+
+
+async def test_status_reports_members_and_traffic_rates(local_cluster):
+    agents = [await local_cluster.add(f"r{i}") for i in range(3)]
+    await wait_until(lambda: all(sum(m.status.value == "alive" for m in a.membership.members()) == 3
+                                 for a in agents), 10, "3 alive members everywhere")
+    await wait_until(lambda: agents[0].traffic_rates()["messages_sent_per_s"] > 0, 10, "traffic rates")
+    st = await ControlClient(agents[0].address).status()
+    assert {m["id"] for m in st["members"]} == {"r0", "r1", "r2"}
+    assert all(m["status"] == "alive" and m["incarnation"] >= 1 for m in st["members"])
+    assert st["rates"]["messages_sent_per_s"] > 0 and st["rates"]["bytes_received_per_s"] > 0
+    assert st["counters"]["membership_probes_sent"] > 0

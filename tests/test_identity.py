@@ -32,3 +32,11 @@ def test_corrupt_identity_files_are_reported_not_crashed_on(tmp_path):
     (tmp_path / "incarnation").write_text("three\n")
     with pytest.raises(ConfigError, match="whole number"):
         load_identity(tmp_path)
+
+
+def test_a_refuted_incarnation_is_persisted_and_the_next_start_begins_above_it(tmp_path):
+    from agent.runtime.identity import save_incarnation
+    first = load_identity(tmp_path)
+    save_incarnation(tmp_path, first.incarnation + 5)   # refutations raised it at run time
+    save_incarnation(tmp_path, first.incarnation + 2)   # never lowers it
+    assert load_identity(tmp_path).incarnation == first.incarnation + 6

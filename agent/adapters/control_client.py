@@ -30,6 +30,7 @@ def status_to_dict(s: control_pb2.StatusResponse) -> dict:
                         "peer_id": m.peer_id, "state": m.state} for m in s.migrations],
         "mean_utilization_estimate": s.mean_utilization_estimate,
         "balancing": s.balancing, "draining": s.draining, "incarnation": s.incarnation,
+        "rates": dict(sorted(s.rates.items())),
         "members": [{"id": m.node_id, "address": m.address, "status": m.status, "incarnation": m.incarnation,
                      "last_change_s": m.last_change_s, "in_view": m.in_view} for m in s.members],
         "counters": dict(sorted(s.counters.items())),

@@ -127,7 +127,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                                           domains=p["domains"]) for p in s["peers"]],
             counters=s["counters"], mean_utilization_estimate=s["mean_utilization_estimate"],
             balancing=s["balancing"], draining=s["draining"], model_time_s=s["model_time_s"],
-            incarnation=s["incarnation"],
+            incarnation=s["incarnation"], rates=s["rates"],
             members=[control_pb2.MemberInfo(node_id=m["id"], address=m["address"], status=m["status"],
                                             incarnation=m["incarnation"], last_change_s=m["last_change_s"],
                                             in_view=m["in_view"]) for m in s["members"]],

@@ -79,6 +79,8 @@ class ConsolidateConfig:
     overload_threshold: float = 1.0
     # A receiving host must stay at or under this (predicted): room for the demand to grow.
     placement_watermark: float = 0.92
+    # Act on an overload only once it has lasted this many samples (1: at once).
+    overload_persistence_samples: int = 1
     # An overloaded host sheds down to this, a band below the threshold (hysteresis).
     shed_target: float = 0.9
     # A host lighter than this may empty itself ...
@@ -130,8 +132,8 @@ class ConsolidateConfig:
         if self.drain_utilization_max >= self.placement_watermark:
             raise ConsolidateConfigError("drain_utilization_max must be below placement_watermark, or a drained "
                                          "host's load could not fit anywhere")
-        for name in ("drain_persistence_samples", "prediction_window_samples", "moves_out_max", "moves_in_max",
-                     "targets_per_move"):
+        for name in ("overload_persistence_samples", "drain_persistence_samples", "prediction_window_samples",
+                     "moves_out_max", "moves_in_max", "targets_per_move"):
             if getattr(self, name) < 1:
                 raise ConsolidateConfigError(f"{name}: must be at least 1")
         if not 0 < self.core_fill_max <= 1:
@@ -304,11 +306,36 @@ class Consolidator:
             return None
         demand = host_demand_mips(h.domains, h.core_mips)
         capped = [d for d in domains if d.demand_mips > h.core_mips]
-        if demand > cfg.overload_threshold * h.capacity_mips or capped:
+        over = demand > cfg.overload_threshold * h.capacity_mips
+        if over and cfg.overload_persistence_samples > 1:
+            over = self._lasted(h, domains, cfg.overload_persistence_samples,
+                                lambda past: past > cfg.overload_threshold * h.capacity_mips)
+        if over or capped:
             why = (f"demand {demand / h.capacity_mips:.2f} of capacity" if not capped
                    else f"{len(capped)} domain(s) above one core")
             return self._plan_shed(tick, h, domains, capped, neighbours, why)
         return self._plan_drain(tick, h, domains, neighbours)
+
+    @staticmethod
+    def _lasted(h: HostLoad, domains: Sequence[DomainDemand], samples: int, holds) -> bool:
+        """``holds(demand)`` for the host's current domains over each of their last ``samples`` samples.
+
+        Samples a domain does not have yet (it is new) count as not
+        contradicting; the newest sample is the demand now if there is no history.
+        """
+        for i in range(samples):
+            past = 0.0
+            seen = False
+            for d in domains:
+                if i < len(d.history):
+                    past += min(d.history[i] * d.size_mips, h.core_mips)
+                    seen = True
+                elif i == 0:
+                    past += min(d.demand_mips, h.core_mips)
+                    seen = True
+            if seen and not holds(past):
+                return False
+        return True
 
     def _cooling(self, dom: Id, tick: int) -> bool:
         arrived = self._arrived.get(dom)
@@ -391,15 +418,8 @@ class Consolidator:
         if any(self._cooling(d.domain_id, tick) for d in domains):
             return None
         limit = cfg.drain_utilization_max * h.capacity_mips
-        for i in range(cfg.drain_persistence_samples):
-            past = 0.0
-            for d in domains:
-                if i < len(d.history):
-                    past += d.history[i] * d.size_mips
-                elif i == 0:
-                    past += d.demand_mips
-            if past > limit:
-                return None
+        if not self._lasted(h, domains, cfg.drain_persistence_samples, lambda past: past <= limit):
+            return None
         pred = self._pred
         mine = sum(pred.values())
         if mine > limit:
@@ -435,11 +455,19 @@ class Consolidator:
 
     # ------------------------------------------------------------- targets
 
-    def on_offer(self, tick: int, offer: Offer) -> bool:
-        """Target side: accept (and reserve) only if the live state still takes it."""
+    def on_offer(self, tick: int, offer: Offer, neighbours: Sequence[NeighbourLoad] = ()) -> bool:
+        """Target side: accept (and reserve) only if the live state still takes it.
+
+        A host that could empty itself into its own heavier neighbours refuses
+        drained domains (``neighbours``: its view's gossip): they would only
+        move twice. Load then flows straight to the local maxima of the order.
+        """
         cfg = self.config
         h = self._require_host()
         if self._draining or self._out or len(self._in) >= cfg.moves_in_max:
+            return False
+        if offer.kind == "drain" and neighbours and self.awake and tick == self._tick \
+                and self._plan_drain(tick, h, [d for d in h.domains if not d.moving], neighbours) is not None:
             return False
         live = self.summary()
         if live.predicted_mips + offer.predicted_mips > cfg.placement_watermark * h.capacity_mips:

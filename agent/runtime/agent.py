@@ -15,6 +15,8 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from random import Random
 
@@ -54,6 +56,9 @@ CRASH_POINTS = frozenset({
     "source:after_prepare", "source:mid_precopy", "source:after_pause", "source:after_commit_sent",
     "source:after_commit_ack", "target:after_prepare", "target:mid_precopy", "target:after_pause",
     "target:after_commit_sent", "target:after_commit_ack"})
+# Per-second message and byte rates in `status` average over this many 1 s samples.
+RATE_WINDOW_SAMPLES = 11
+TRAFFIC_KEYS = ("messages_sent", "bytes_sent", "messages_received", "bytes_received")
 # Compact the journal into a snapshot after this many appends.
 JOURNAL_COMPACT_APPENDS = 10_000
 # Time given to the `left` announcement on a graceful stop.
@@ -88,7 +93,8 @@ class Agent:
                  seeds: tuple[str, ...] = (), rng_seed: int | None = None,
                  clock_origin_s: float | None = None, incarnation: int = 1,
                  membership_config: MembershipConfig | None = None, journal: Journal | None = None,
-                 recovered: Recovered | None = None) -> None:
+                 recovered: Recovered | None = None,
+                 persist_incarnation: Callable[[int], None] | None = None) -> None:
         self.node_id = node_id
         self.incarnation = incarnation
         self.membership_config = membership_config or MembershipConfig.profile(config.profile)
@@ -115,6 +121,9 @@ class Agent:
         self._policy_wake = asyncio.Event()
         self._stopping = False
         self.journal = journal
+        self.persist_incarnation = persist_incarnation
+        self._persisted_incarnation = incarnation
+        self._traffic: deque[tuple[float, dict[str, int]]] = deque(maxlen=RATE_WINDOW_SAMPLES)
         self._crash_at = os.environ.get(CRASH_ENV, "")
         if self._crash_at and self._crash_at not in CRASH_POINTS:
             raise ValueError(f"{CRASH_ENV}={self._crash_at!r} is not one of {sorted(CRASH_POINTS)}")
@@ -388,10 +397,36 @@ class Agent:
             result = await self.run_migration(began)
         self._policy_wake.set()
 
+    def _sample_traffic(self, now: float) -> None:
+        """Keeps 1 s samples of the traffic totals for the per-second rates in status."""
+        if self._traffic and now - self._traffic[-1][0] < 1.0:
+            return
+        totals = dict.fromkeys(TRAFFIC_KEYS, 0)
+        for key, value in self.metrics.counters.items():
+            base = key.split("{", 1)[0]
+            if base in totals:
+                totals[base] += value
+        self._traffic.append((now, totals))
+
+    def traffic_rates(self) -> dict[str, float]:
+        if len(self._traffic) < 2:
+            return {f"{k}_per_s": 0.0 for k in TRAFFIC_KEYS}
+        (t0, first), (t1, last) = self._traffic[0], self._traffic[-1]
+        return {f"{k}_per_s": round((last[k] - first[k]) / (t1 - t0), 2) for k in TRAFFIC_KEYS}
+
+    def _maybe_persist_incarnation(self) -> None:
+        if self.membership is None or self.persist_incarnation is None:
+            return
+        if self.membership.incarnation > self._persisted_incarnation:
+            self.persist_incarnation(self.membership.incarnation)
+            self._persisted_incarnation = self.membership.incarnation
+
     async def _housekeeping_loop(self) -> None:
         while True:
             await asyncio.sleep(0.2)
             now = self.now_s()
+            self._sample_traffic(now)
+            self._maybe_persist_incarnation()
             for mig in self.target.tick(now):
                 self.metrics.inc("reservations_expired")
                 log.warning("%s: reservation %s for %s expired uncommitted", self.node_id,
@@ -761,6 +796,6 @@ class Agent:
             "domains": domains, "peers": peers, "migrations": migrations,
             "mean_utilization_estimate": round(mean, 4) if mean is not None else -1.0,
             "balancing": self.balancing, "draining": self.target.draining,
-            "incarnation": self.membership.incarnation, "members": members,
+            "incarnation": self.membership.incarnation, "members": members, "rates": self.traffic_rates(),
             "counters": dict(sorted(counters.items())),
         }

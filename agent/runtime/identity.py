@@ -69,3 +69,15 @@ def load_identity(state_dir: str | Path, requested_id: str | None = None) -> Ide
     except OSError as exc:
         raise ConfigError(f"state dir {root}: {exc}") from None
     return Identity(node_id, incarnation, root)
+
+
+def save_incarnation(state_dir: str | Path, incarnation: int) -> None:
+    """Persists an incarnation that rose at run time (a refutation), so the next
+    start begins above it instead of being suspected once more."""
+    path = Path(state_dir) / INCARNATION_FILE
+    try:
+        current = int(path.read_text().strip()) if path.exists() else 0
+    except ValueError:
+        current = 0
+    if incarnation > current:
+        _write_atomic(path, f"{incarnation}\n")

@@ -16,6 +16,7 @@ from typing import Any
 from agent.adapters.grpc_server import start_server
 from agent.adapters.journal import Journal, JournalError
 from agent.core.ownership import fold
+from agent.runtime.identity import save_incarnation
 from agent.core.config import AgentConfig, ConfigError, config_from_mapping
 from agent.core.membership_config import MembershipConfig
 from agent.runtime.agent import Agent
@@ -120,6 +121,7 @@ async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
         recovered = fold(records)
     agent = Agent(opts.node_id, host_spec(opts.cpu_cores, opts.memory_mib, opts.config), opts.config,
                   journal=journal, recovered=recovered,
+                  persist_incarnation=(lambda inc: save_incarnation(opts.state_dir, inc)) if opts.state_dir else None,
                   seeds=opts.seeds, rng_seed=opts.rng_seed, clock_origin_s=opts.clock_origin_s,
                   incarnation=opts.incarnation, membership_config=opts.membership)
     server, bound = await start_server(agent, opts.listen)

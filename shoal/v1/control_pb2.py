@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoal.v1 import types_pb2 as shoal_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shoal/v1/control.proto\x12\x08shoal.v1\x1a\x14shoal/v1/types.proto\"\x0f\n\rStatusRequest\"\xd6\x01\n\x0c\x44omainStatus\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10\x63pu_demand_cores\x18\x04 \x01(\x01\x12\x1b\n\x13\x63pu_allocated_cores\x18\x05 \x01(\x01\x12\x12\n\nmemory_mib\x18\x06 \x01(\x04\x12\r\n\x05vcpus\x18\x07 \x01(\r\x12\x10\n\x08workload\x18\x08 \x01(\t\x12\x18\n\x10\x64irty_rate_mib_s\x18\t \x01(\x01\x12\x0f\n\x07wws_mib\x18\n \x01(\x01\"\x83\x01\n\nPeerStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x17\n\x0f\x63pu_utilization\x18\x03 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x04 \x01(\x01\x12\r\n\x05\x61ge_s\x18\x05 \x01(\x01\x12\x0f\n\x07\x64omains\x18\x06 \x01(\r\"m\n\x0fMigrationStatus\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x11\n\tdomain_id\x18\x02 \x01(\t\x12\x11\n\tdirection\x18\x03 \x01(\t\x12\x0f\n\x07peer_id\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\"\xf1\x04\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x17\n\x0f\x63pu_utilization\x18\x03 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x04 \x01(\x01\x12\x1a\n\x12\x63pu_capacity_cores\x18\x05 \x01(\x01\x12\x18\n\x10\x63pu_demand_cores\x18\x06 \x01(\x01\x12\x1a\n\x12\x63pu_unserved_cores\x18\x07 \x01(\x01\x12\x1b\n\x13memory_capacity_mib\x18\x08 \x01(\x01\x12\x17\n\x0fmemory_used_mib\x18\t \x01(\x01\x12\'\n\x07\x64omains\x18\n \x03(\x0b\x32\x16.shoal.v1.DomainStatus\x12#\n\x05peers\x18\x0b \x03(\x0b\x32\x14.shoal.v1.PeerStatus\x12\x38\n\x08\x63ounters\x18\x0c \x03(\x0b\x32&.shoal.v1.StatusResponse.CountersEntry\x12!\n\x19mean_utilization_estimate\x18\r \x01(\x01\x12\x11\n\tbalancing\x18\x0e \x01(\x08\x12-\n\nmigrations\x18\x0f \x03(\x0b\x32\x19.shoal.v1.MigrationStatus\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12\x14\n\x0cmodel_time_s\x18\x11 \x01(\x01\x12%\n\x07members\x18\x12 \x03(\x0b\x32\x14.shoal.v1.MemberInfo\x12\x13\n\x0bincarnation\x18\x13 \x01(\x04\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"{\n\nMemberInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x15\n\rlast_change_s\x18\x05 \x01(\x01\x12\x0f\n\x07in_view\x18\x06 \x01(\x08\"\x14\n\x12ListDomainsRequest\">\n\x13ListDomainsResponse\x12\'\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x16.shoal.v1.DomainStatus\"9\n\x13\x43reateDomainRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.DomainSpec\">\n\x14\x43reateDomainResponse\x12&\n\x06\x64omain\x18\x01 \x01(\x0b\x32\x16.shoal.v1.DomainStatus\"Z\n\x14MigrateDomainRequest\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\x16\n\x0etarget_node_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61ndwidth_mib_s\x18\x03 \x01(\x01\"\xed\x01\n\x15MigrateDomainResponse\x12\x10\n\x08migrated\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cmigration_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x0e\n\x06rounds\x18\x07 \x01(\r\x12\x13\n\x0b\x64owntime_ms\x18\x08 \x01(\x01\x12\x13\n\x0bstop_reason\x18\t \x01(\t\x12\x17\n\x0f\x61\x63\x63ounted_bytes\x18\n \x01(\x04\x12\x12\n\nhash_equal\x18\x0b \x01(\x08\"\x0e\n\x0c\x44rainRequest\"*\n\rDrainResponse\x12\x19\n\x11\x64omains_remaining\x18\x01 \x01(\r\"&\n\x13SetBalancingRequest\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"D\n\x14SetBalancingResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x1b\n\x13migrations_inflight\x18\x02 \x01(\r2\xbc\x03\n\x07\x43ontrol\x12;\n\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12J\n\x0bListDomains\x12\x1c.shoal.v1.ListDomainsRequest\x1a\x1d.shoal.v1.ListDomainsResponse\x12M\n\x0c\x43reateDomain\x12\x1d.shoal.v1.CreateDomainRequest\x1a\x1e.shoal.v1.CreateDomainResponse\x12P\n\rMigrateDomain\x12\x1e.shoal.v1.MigrateDomainRequest\x1a\x1f.shoal.v1.MigrateDomainResponse\x12\x38\n\x05\x44rain\x12\x16.shoal.v1.DrainRequest\x1a\x17.shoal.v1.DrainResponse\x12M\n\x0cSetBalancing\x12\x1d.shoal.v1.SetBalancingRequest\x1a\x1e.shoal.v1.SetBalancingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shoal/v1/control.proto\x12\x08shoal.v1\x1a\x14shoal/v1/types.proto\"\x0f\n\rStatusRequest\"\xd6\x01\n\x0c\x44omainStatus\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10\x63pu_demand_cores\x18\x04 \x01(\x01\x12\x1b\n\x13\x63pu_allocated_cores\x18\x05 \x01(\x01\x12\x12\n\nmemory_mib\x18\x06 \x01(\x04\x12\r\n\x05vcpus\x18\x07 \x01(\r\x12\x10\n\x08workload\x18\x08 \x01(\t\x12\x18\n\x10\x64irty_rate_mib_s\x18\t \x01(\x01\x12\x0f\n\x07wws_mib\x18\n \x01(\x01\"\x83\x01\n\nPeerStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x17\n\x0f\x63pu_utilization\x18\x03 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x04 \x01(\x01\x12\r\n\x05\x61ge_s\x18\x05 \x01(\x01\x12\x0f\n\x07\x64omains\x18\x06 \x01(\r\"m\n\x0fMigrationStatus\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x11\n\tdomain_id\x18\x02 \x01(\t\x12\x11\n\tdirection\x18\x03 \x01(\t\x12\x0f\n\x07peer_id\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\"\xd3\x05\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x17\n\x0f\x63pu_utilization\x18\x03 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x04 \x01(\x01\x12\x1a\n\x12\x63pu_capacity_cores\x18\x05 \x01(\x01\x12\x18\n\x10\x63pu_demand_cores\x18\x06 \x01(\x01\x12\x1a\n\x12\x63pu_unserved_cores\x18\x07 \x01(\x01\x12\x1b\n\x13memory_capacity_mib\x18\x08 \x01(\x01\x12\x17\n\x0fmemory_used_mib\x18\t \x01(\x01\x12\'\n\x07\x64omains\x18\n \x03(\x0b\x32\x16.shoal.v1.DomainStatus\x12#\n\x05peers\x18\x0b \x03(\x0b\x32\x14.shoal.v1.PeerStatus\x12\x38\n\x08\x63ounters\x18\x0c \x03(\x0b\x32&.shoal.v1.StatusResponse.CountersEntry\x12!\n\x19mean_utilization_estimate\x18\r \x01(\x01\x12\x11\n\tbalancing\x18\x0e \x01(\x08\x12-\n\nmigrations\x18\x0f \x03(\x0b\x32\x19.shoal.v1.MigrationStatus\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12\x14\n\x0cmodel_time_s\x18\x11 \x01(\x01\x12%\n\x07members\x18\x12 \x03(\x0b\x32\x14.shoal.v1.MemberInfo\x12\x13\n\x0bincarnation\x18\x13 \x01(\x04\x12\x32\n\x05rates\x18\x14 \x03(\x0b\x32#.shoal.v1.StatusResponse.RatesEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a,\n\nRatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"{\n\nMemberInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x15\n\rlast_change_s\x18\x05 \x01(\x01\x12\x0f\n\x07in_view\x18\x06 \x01(\x08\"\x14\n\x12ListDomainsRequest\">\n\x13ListDomainsResponse\x12\'\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x16.shoal.v1.DomainStatus\"9\n\x13\x43reateDomainRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.DomainSpec\">\n\x14\x43reateDomainResponse\x12&\n\x06\x64omain\x18\x01 \x01(\x0b\x32\x16.shoal.v1.DomainStatus\"Z\n\x14MigrateDomainRequest\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\x16\n\x0etarget_node_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61ndwidth_mib_s\x18\x03 \x01(\x01\"\xed\x01\n\x15MigrateDomainResponse\x12\x10\n\x08migrated\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cmigration_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x0e\n\x06rounds\x18\x07 \x01(\r\x12\x13\n\x0b\x64owntime_ms\x18\x08 \x01(\x01\x12\x13\n\x0bstop_reason\x18\t \x01(\t\x12\x17\n\x0f\x61\x63\x63ounted_bytes\x18\n \x01(\x04\x12\x12\n\nhash_equal\x18\x0b \x01(\x08\"\x0e\n\x0c\x44rainRequest\"*\n\rDrainResponse\x12\x19\n\x11\x64omains_remaining\x18\x01 \x01(\r\"&\n\x13SetBalancingRequest\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"D\n\x14SetBalancingResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x1b\n\x13migrations_inflight\x18\x02 \x01(\r2\xbc\x03\n\x07\x43ontrol\x12;\n\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12J\n\x0bListDomains\x12\x1c.shoal.v1.ListDomainsRequest\x1a\x1d.shoal.v1.ListDomainsResponse\x12M\n\x0c\x43reateDomain\x12\x1d.shoal.v1.CreateDomainRequest\x1a\x1e.shoal.v1.CreateDomainResponse\x12P\n\rMigrateDomain\x12\x1e.shoal.v1.MigrateDomainRequest\x1a\x1f.shoal.v1.MigrateDomainResponse\x12\x38\n\x05\x44rain\x12\x16.shoal.v1.DrainRequest\x1a\x17.shoal.v1.DrainResponse\x12M\n\x0cSetBalancing\x12\x1d.shoal.v1.SetBalancingRequest\x1a\x1e.shoal.v1.SetBalancingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUSRESPONSE_COUNTERSENTRY']._loaded_options = None
   _globals['_STATUSRESPONSE_COUNTERSENTRY']._serialized_options = b'8\001'
+  _globals['_STATUSRESPONSE_RATESENTRY']._loaded_options = None
+  _globals['_STATUSRESPONSE_RATESENTRY']._serialized_options = b'8\001'
   _globals['_STATUSREQUEST']._serialized_start=58
   _globals['_STATUSREQUEST']._serialized_end=73
   _globals['_DOMAINSTATUS']._serialized_start=76
@@ -43,31 +45,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MIGRATIONSTATUS']._serialized_start=426
   _globals['_MIGRATIONSTATUS']._serialized_end=535
   _globals['_STATUSRESPONSE']._serialized_start=538
-  _globals['_STATUSRESPONSE']._serialized_end=1163
-  _globals['_STATUSRESPONSE_COUNTERSENTRY']._serialized_start=1116
-  _globals['_STATUSRESPONSE_COUNTERSENTRY']._serialized_end=1163
-  _globals['_MEMBERINFO']._serialized_start=1165
-  _globals['_MEMBERINFO']._serialized_end=1288
-  _globals['_LISTDOMAINSREQUEST']._serialized_start=1290
-  _globals['_LISTDOMAINSREQUEST']._serialized_end=1310
-  _globals['_LISTDOMAINSRESPONSE']._serialized_start=1312
-  _globals['_LISTDOMAINSRESPONSE']._serialized_end=1374
-  _globals['_CREATEDOMAINREQUEST']._serialized_start=1376
-  _globals['_CREATEDOMAINREQUEST']._serialized_end=1433
-  _globals['_CREATEDOMAINRESPONSE']._serialized_start=1435
-  _globals['_CREATEDOMAINRESPONSE']._serialized_end=1497
-  _globals['_MIGRATEDOMAINREQUEST']._serialized_start=1499
-  _globals['_MIGRATEDOMAINREQUEST']._serialized_end=1589
-  _globals['_MIGRATEDOMAINRESPONSE']._serialized_start=1592
-  _globals['_MIGRATEDOMAINRESPONSE']._serialized_end=1829
-  _globals['_DRAINREQUEST']._serialized_start=1831
-  _globals['_DRAINREQUEST']._serialized_end=1845
-  _globals['_DRAINRESPONSE']._serialized_start=1847
-  _globals['_DRAINRESPONSE']._serialized_end=1889
-  _globals['_SETBALANCINGREQUEST']._serialized_start=1891
-  _globals['_SETBALANCINGREQUEST']._serialized_end=1929
-  _globals['_SETBALANCINGRESPONSE']._serialized_start=1931
-  _globals['_SETBALANCINGRESPONSE']._serialized_end=1999
-  _globals['_CONTROL']._serialized_start=2002
-  _globals['_CONTROL']._serialized_end=2446
+  _globals['_STATUSRESPONSE']._serialized_end=1261
+  _globals['_STATUSRESPONSE_COUNTERSENTRY']._serialized_start=1168
+  _globals['_STATUSRESPONSE_COUNTERSENTRY']._serialized_end=1215
+  _globals['_STATUSRESPONSE_RATESENTRY']._serialized_start=1217
+  _globals['_STATUSRESPONSE_RATESENTRY']._serialized_end=1261
+  _globals['_MEMBERINFO']._serialized_start=1263
+  _globals['_MEMBERINFO']._serialized_end=1386
+  _globals['_LISTDOMAINSREQUEST']._serialized_start=1388
+  _globals['_LISTDOMAINSREQUEST']._serialized_end=1408
+  _globals['_LISTDOMAINSRESPONSE']._serialized_start=1410
+  _globals['_LISTDOMAINSRESPONSE']._serialized_end=1472
+  _globals['_CREATEDOMAINREQUEST']._serialized_start=1474
+  _globals['_CREATEDOMAINREQUEST']._serialized_end=1531
+  _globals['_CREATEDOMAINRESPONSE']._serialized_start=1533
+  _globals['_CREATEDOMAINRESPONSE']._serialized_end=1595
+  _globals['_MIGRATEDOMAINREQUEST']._serialized_start=1597
+  _globals['_MIGRATEDOMAINREQUEST']._serialized_end=1687
+  _globals['_MIGRATEDOMAINRESPONSE']._serialized_start=1690
+  _globals['_MIGRATEDOMAINRESPONSE']._serialized_end=1927
+  _globals['_DRAINREQUEST']._serialized_start=1929
+  _globals['_DRAINREQUEST']._serialized_end=1943
+  _globals['_DRAINRESPONSE']._serialized_start=1945
+  _globals['_DRAINRESPONSE']._serialized_end=1987
+  _globals['_SETBALANCINGREQUEST']._serialized_start=1989
+  _globals['_SETBALANCINGREQUEST']._serialized_end=2027
+  _globals['_SETBALANCINGRESPONSE']._serialized_start=2029
+  _globals['_SETBALANCINGRESPONSE']._serialized_end=2097
+  _globals['_CONTROL']._serialized_start=2100
+  _globals['_CONTROL']._serialized_end=2544
 # @@protoc_insertion_point(module_scope)

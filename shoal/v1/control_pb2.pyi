@@ -66,7 +66,7 @@ class MigrationStatus(_message.Message):
     def __init__(self, migration_id: _Optional[str] = ..., domain_id: _Optional[str] = ..., direction: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("node_id", "address", "cpu_utilization", "memory_utilization", "cpu_capacity_cores", "cpu_demand_cores", "cpu_unserved_cores", "memory_capacity_mib", "memory_used_mib", "domains", "peers", "counters", "mean_utilization_estimate", "balancing", "migrations", "draining", "model_time_s", "members", "incarnation")
+    __slots__ = ("node_id", "address", "cpu_utilization", "memory_utilization", "cpu_capacity_cores", "cpu_demand_cores", "cpu_unserved_cores", "memory_capacity_mib", "memory_used_mib", "domains", "peers", "counters", "mean_utilization_estimate", "balancing", "migrations", "draining", "model_time_s", "members", "incarnation", "rates")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,13 @@ class StatusResponse(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class RatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +100,7 @@ class StatusResponse(_message.Message):
     MODEL_TIME_S_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    RATES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     cpu_utilization: float
@@ -112,7 +120,8 @@ class StatusResponse(_message.Message):
     model_time_s: float
     members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
     incarnation: int
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., cpu_utilization: _Optional[float] = ..., memory_utilization: _Optional[float] = ..., cpu_capacity_cores: _Optional[float] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_unserved_cores: _Optional[float] = ..., memory_capacity_mib: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ..., mean_utilization_estimate: _Optional[float] = ..., balancing: _Optional[bool] = ..., migrations: _Optional[_Iterable[_Union[MigrationStatus, _Mapping]]] = ..., draining: _Optional[bool] = ..., model_time_s: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    rates: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., cpu_utilization: _Optional[float] = ..., memory_utilization: _Optional[float] = ..., cpu_capacity_cores: _Optional[float] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_unserved_cores: _Optional[float] = ..., memory_capacity_mib: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ..., mean_utilization_estimate: _Optional[float] = ..., balancing: _Optional[bool] = ..., migrations: _Optional[_Iterable[_Union[MigrationStatus, _Mapping]]] = ..., draining: _Optional[bool] = ..., model_time_s: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., incarnation: _Optional[int] = ..., rates: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
     __slots__ = ("node_id", "address", "status", "incarnation", "last_change_s", "in_view")
