@@ -139,14 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU demand source, e.g. constant:level=0.5, sine:mean=0.5,amplitude=0.2,period_s=600, "
                              "walk:start=0.5,step=0.05,interval_s=10,seed=1, flash:base=0.2,peak=0.9,start_s=60,"
                              "duration_s=30,ramp_s=5, trace:interval_s=300,path=FILE (path last)")
+    create.add_argument("--dirty-rate-mib-s", type=float, default=0.0,
+                        help="rate the guest rewrites memory in its writable working set (drives pre-copy)")
+    create.add_argument("--wws-mib", type=float, default=None,
+                        help="writable working set (default: 4 MiB, or the memory if smaller, when dirtying)")
     create.add_argument("--cpu-weight", type=_positive_int, default=256, help="proportional share weight (default 256)")
     create.add_argument("--cpu-cap-pct", type=int, default=0, help="cap in percent of one core; 0 = uncapped")
+    save = dsub.add_parser("save", help="write a domain (spec, epoch, state, memory image) to one msgpack file",
+                           description="Write a consistent snapshot of one domain held by the agent at --target "
+                                       "(spec, epoch, state and memory image) to one msgpack file. The domain keeps "
+                                       "running.")
+    save.add_argument("--target", required=True, type=_address, help="HOST:PORT of the agent holding the domain")
+    save.add_argument("--domain", required=True, help="the domain's id")
+    save.add_argument("--out", required=True, help="file to write")
+    restore = dsub.add_parser("restore", help="bring a saved domain back on an agent",
+                              description="Restore a domain saved with `shoal domain save` on the agent at --target, "
+                                          "at the saved epoch + 1. Refused if a live member already runs that "
+                                          "domain at an equal or higher epoch, or if the file is damaged.")
+    restore.add_argument("--target", required=True, type=_address, help="HOST:PORT of the agent to restore on")
+    restore.add_argument("--file", required=True, help="a file written by `shoal domain save`")
     migrate = dsub.add_parser("migrate", help="ask an agent to migrate one of its domains to a node",
                               description="Ask the agent at --target to live-migrate one of its domains to the node "
                                           "with id --to, wait for the outcome and report it (or the refusal).")
     migrate.add_argument("--target", required=True, type=_address, help="HOST:PORT of the agent holding the domain")
     migrate.add_argument("--domain", required=True, help="the domain's id")
     migrate.add_argument("--to", required=True, help="the destination node's id")
+    migrate.add_argument("--bandwidth-mib-s", type=float, default=0.0,
+                         help="bandwidth cap of this migration (default: the agent's migration_bandwidth_mib_s)")
     migrate.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
     bench = sub.add_parser("bench", help="benchmarks on real agent processes",
@@ -328,25 +347,51 @@ def _cmd_domain(args: argparse.Namespace) -> int:
     try:
         if args.domain_command == "create":
             try:
+                wws = args.wws_mib if args.wws_mib is not None else (
+                    min(4.0, float(args.memory_mib)) if args.dirty_rate_mib_s > 0 else 0.0)
                 spec = DomainSpec(domain_id=args.id or str(uuid.uuid4()), vcpus=args.vcpus,
                                   memory_mib=args.memory_mib, cpu_weight=args.cpu_weight,
-                                  cpu_cap_pct=args.cpu_cap_pct, workload=WorkloadSpec.parse(args.workload))
+                                  cpu_cap_pct=args.cpu_cap_pct, workload=WorkloadSpec.parse(args.workload),
+                                  wws_mib=wws, dirty_rate_mib_s=args.dirty_rate_mib_s)
                 spec.validate()
             except (DomainSpecError, WorkloadError) as exc:
                 raise CliError(str(exc), EXIT_USAGE) from None
             asyncio.run(call(lambda c: c.create_domain(spec)))
             print(f"created domain {spec.domain_id} on {args.target}")
             return EXIT_OK
-        resp = asyncio.run(call(lambda c: c.migrate(args.domain, args.to)))
+        if args.domain_command == "save":
+            blob = asyncio.run(call(lambda c: c.save_domain(args.domain)))
+            try:
+                with open(args.out, "wb") as fh:
+                    fh.write(blob)
+            except OSError as exc:
+                raise CliError(f"cannot write {args.out}: {exc}") from None
+            print(f"saved domain {args.domain} ({len(blob)} bytes) to {args.out}")
+            return EXIT_OK
+        if args.domain_command == "restore":
+            try:
+                with open(args.file, "rb") as fh:
+                    blob = fh.read()
+            except OSError as exc:
+                raise CliError(f"cannot read {args.file}: {exc}") from None
+            restored = asyncio.run(call(lambda c: c.restore_domain(blob)))
+            print(f"restored domain {restored['id']} on {args.target} at epoch {restored['epoch']}")
+            return EXIT_OK
+        if not (args.bandwidth_mib_s >= 0 and math.isfinite(args.bandwidth_mib_s)):
+            raise CliError("--bandwidth-mib-s must be a finite number >= 0", EXIT_USAGE)
+        resp = asyncio.run(call(lambda c: c.migrate(args.domain, args.to, bandwidth_mib_s=args.bandwidth_mib_s)))
     except grpc.aio.AioRpcError as exc:
         raise CliError(f"{args.target} refused: {exc.code().name}: {exc.details()}") from None
     result = {"migrated": resp.migrated, "reason": resp.reason, "migration_id": resp.migration_id,
-              "epoch": resp.epoch, "bytes_sent": resp.bytes_sent, "duration_s": round(resp.duration_s, 4)}
+              "epoch": resp.epoch, "bytes_sent": resp.bytes_sent, "duration_s": round(resp.duration_s, 4),
+              "rounds": resp.rounds, "downtime_ms": round(resp.downtime_ms, 3), "stop_reason": resp.stop_reason,
+              "accounted_bytes": resp.accounted_bytes, "hash_equal": resp.hash_equal}
     if args.json:
         print(json.dumps(result, indent=2))
     elif resp.migrated:
-        print(f"migrated {args.domain} to {args.to} at epoch {resp.epoch}: {resp.bytes_sent} bytes in "
-              f"{resp.duration_s:.3f} s")
+        print(f"migrated {args.domain} to {args.to} at epoch {resp.epoch}: {resp.rounds} rounds, "
+              f"{resp.bytes_sent} bytes in {resp.duration_s:.3f} s, downtime {resp.downtime_ms:.1f} ms "
+              f"(pre-copy stopped: {resp.stop_reason})")
     else:
         print(f"shoal: error: migration of {args.domain} not done: {resp.reason}", file=sys.stderr)
     return EXIT_OK if resp.migrated else EXIT_ERROR

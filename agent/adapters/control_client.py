@@ -59,6 +59,18 @@ class ControlClient:
         return await self.stub.MigrateDomain(control_pb2.MigrateDomainRequest(
             domain_id=domain_id, target_node_id=target_node_id, bandwidth_mib_s=bandwidth_mib_s), timeout=timeout_s)
 
+    async def save_domain(self, domain_id: str, timeout_s: float = 120.0) -> bytes:
+        parts = [piece.data async for piece in self.stub.SaveDomain(
+            control_pb2.SaveDomainRequest(domain_id=domain_id), timeout=timeout_s)]
+        return b"".join(parts)
+
+    async def restore_domain(self, blob: bytes, piece_bytes: int = 1024 * 1024, timeout_s: float = 120.0) -> dict:
+        async def pieces():
+            for start in range(0, len(blob), piece_bytes):
+                yield control_pb2.FilePiece(data=blob[start:start + piece_bytes])
+        resp = await self.stub.RestoreDomain(pieces(), timeout=timeout_s)
+        return {"id": resp.domain.domain_id, "epoch": resp.domain.epoch, "state": resp.domain.state}
+
     async def set_balancing(self, enabled: bool, timeout_s: float = STATUS_TIMEOUT_S):
         return await self.stub.SetBalancing(control_pb2.SetBalancingRequest(enabled=enabled), timeout=timeout_s)
 

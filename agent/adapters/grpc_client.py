@@ -94,6 +94,11 @@ class PeerClients:
                                 timeout=self.timeout_s)
         return codec.outcome_from_pb(resp.outcome)
 
+    async def locate(self, address: str, domain_id: str) -> tuple[bool, int]:
+        stub = migration_pb2_grpc.MigrationStub(self._channel(address))
+        resp = await stub.Locate(migration_pb2.LocateRequest(domain_id=domain_id), timeout=self.timeout_s)
+        return resp.held, resp.epoch
+
     async def query(self, address: str, migration_id: str) -> tuple[str, int]:
         stub = migration_pb2_grpc.MigrationStub(self._channel(address))
         resp = await stub.Query(migration_pb2.QueryRequest(migration_id=migration_id), timeout=self.timeout_s)

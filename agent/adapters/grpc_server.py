@@ -21,6 +21,9 @@ from shoal.v1 import (control_pb2, control_pb2_grpc, gossip_pb2_grpc, membership
 
 log = logging.getLogger("shoal.grpc")
 
+FILE_PIECE_BYTES = 1024 * 1024
+# A saved domain is its real image bytes plus a few KiB of spec and framing.
+RESTORE_OVERHEAD_BYTES = 1024 * 1024
 _REJECT_CODES = {"unknown_migration": grpc.StatusCode.NOT_FOUND,
                  "stale_migration": grpc.StatusCode.FAILED_PRECONDITION}
 
@@ -97,6 +100,10 @@ class MigrationServicer(migration_pb2_grpc.MigrationServicer):
         outcome = self.agent.on_abort(request.migration_id)
         return migration_pb2.AbortResponse(known=outcome != "unknown", outcome=codec.outcome_to_pb(outcome))
 
+    async def Locate(self, request, context):
+        held, epoch, state = self.agent.on_locate(request.domain_id)
+        return migration_pb2.LocateResponse(held=held, epoch=epoch, state=state)
+
     async def Query(self, request, context):
         outcome, epoch = self.agent.on_query(request.migration_id)
         return migration_pb2.QueryResponse(outcome=codec.outcome_to_pb(outcome), epoch=epoch)
@@ -165,6 +172,33 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def Drain(self, request, context):
         remaining = await self.agent.drain()
         return control_pb2.DrainResponse(domains_remaining=remaining)
+
+    async def SaveDomain(self, request, context):
+        try:
+            blob = self.agent.save_domain(request.domain_id)
+        except Refused as exc:
+            await context.abort(exc.code, exc.reason)
+        for start in range(0, len(blob), FILE_PIECE_BYTES):
+            yield control_pb2.FilePiece(data=blob[start:start + FILE_PIECE_BYTES])
+
+    async def RestoreDomain(self, request_iterator, context):
+        limit = self.agent.config.image_real_bytes_max + RESTORE_OVERHEAD_BYTES
+        parts, size = [], 0
+        async for piece in request_iterator:
+            size += len(piece.data)
+            if size > limit:
+                self.agent.metrics.inc("rejected_inputs", reason="oversized")
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"saved domain larger than {limit} bytes (image_real_bytes_max + overhead)")
+            parts.append(piece.data)
+        try:
+            domain = await self.agent.restore_domain(b"".join(parts))
+        except InputRejected as exc:
+            await _reject(self.agent, context, exc, "saved domain")
+        except Refused as exc:
+            await context.abort(exc.code, exc.reason)
+        status = next(d for d in self.agent.status()["domains"] if d["id"] == domain.domain_id)
+        return control_pb2.RestoreDomainResponse(domain=_domain_status(status))
 
     async def SetBalancing(self, request, context):
         self.agent.balancing = request.enabled

@@ -25,7 +25,7 @@ import grpc
 from agent.adapters.grpc_client import PeerClients
 from agent.core.config import AgentConfig
 from agent.core.dissemination import Dissemination
-from agent.core import membership_codec
+from agent.core import encapsulation, membership_codec
 from agent.core.handoff import (SOURCE_TERMINAL, OutgoingMigration, SourceState, TargetHandoffs)
 from agent.adapters.journal import Journal
 from agent.core.ownership import InDoubt, Recovered, fold, spec_to_record
@@ -503,6 +503,51 @@ class Agent:
                  spec.memory_mib)
         self.publish()
         return domain
+
+    def save_domain(self, domain_id: str) -> bytes:
+        """A consistent snapshot of one domain (it keeps running: the loop is not yielded)."""
+        domain = self.host.domains.get(domain_id)
+        if domain is None:
+            raise Refused(grpc.StatusCode.NOT_FOUND, f"no domain {domain_id} here")
+        self.metrics.inc("domains_saved")
+        return encapsulation.encode(domain.spec, domain.epoch, domain.state.value, self.images[domain_id])
+
+    async def restore_domain(self, blob: bytes) -> Domain:
+        """Brings a saved domain back here at epoch+1, unless a live member runs it at
+        an equal or higher epoch. Raises Refused (or InputRejected for a bad file)."""
+        saved = encapsulation.decode(blob, self.config.image_real_bytes_max)
+        dom_id = saved.spec.domain_id
+        local = self.host.domains.get(dom_id)
+        if local is not None:
+            raise Refused(grpc.StatusCode.ALREADY_EXISTS, f"domain {dom_id} already runs here at epoch {local.epoch}")
+        departed = self.tombstones.get(dom_id)
+        if departed is not None and departed[0] >= saved.epoch:
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"domain {dom_id} moved on at epoch {departed[0]} to {departed[1]}; the file is at "
+                          f"epoch {saved.epoch}")
+        assert self.membership is not None
+        peers = [m for m in self.membership.members()
+                 if m.node_id != self.node_id and m.status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)]
+        answers = await asyncio.gather(*(self.clients.locate(m.address, dom_id) for m in peers),
+                                       return_exceptions=True)
+        for member, answer in zip(peers, answers):
+            if isinstance(answer, Exception):
+                raise Refused(grpc.StatusCode.UNAVAILABLE, f"cannot ask {member.node_id} whether it runs {dom_id}: "
+                                                           f"{answer}; try again when membership is healthy")
+            held, epoch = answer
+            if held and epoch >= saved.epoch:
+                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"domain {dom_id} already runs on {member.node_id} at epoch {epoch} "
+                              f"(the file is at epoch {saved.epoch})")
+        domain = self.create_domain(saved.spec, epoch=saved.epoch + 1)
+        self.images[dom_id] = saved.image
+        self.metrics.inc("domains_restored")
+        log.info("%s: restored domain %s at epoch %d", self.node_id, dom_id, domain.epoch)
+        return domain
+
+    def on_locate(self, domain_id: str) -> tuple[bool, int, str]:
+        d = self.host.domains.get(domain_id)
+        return (True, d.epoch, d.state.value) if d is not None else (False, 0, "")
 
     async def drain(self) -> int:
         """Stops accepting domains and migrates every domain away; returns how many remain."""

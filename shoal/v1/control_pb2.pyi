@@ -7,6 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SaveDomainRequest(_message.Message):
+    __slots__ = ("domain_id",)
+    DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    domain_id: str
+    def __init__(self, domain_id: _Optional[str] = ...) -> None: ...
+
+class FilePiece(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class RestoreDomainResponse(_message.Message):
+    __slots__ = ("domain",)
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    domain: DomainStatus
+    def __init__(self, domain: _Optional[_Union[DomainStatus, _Mapping]] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -64,6 +64,16 @@ class ControlStub:
                 request_serializer=shoal_dot_v1_dot_control__pb2.SetBalancingRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_control__pb2.SetBalancingResponse.FromString,
                 _registered_method=True)
+        self.SaveDomain = channel.unary_stream(
+                '/shoal.v1.Control/SaveDomain',
+                request_serializer=shoal_dot_v1_dot_control__pb2.SaveDomainRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_control__pb2.FilePiece.FromString,
+                _registered_method=True)
+        self.RestoreDomain = channel.stream_unary(
+                '/shoal.v1.Control/RestoreDomain',
+                request_serializer=shoal_dot_v1_dot_control__pb2.FilePiece.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_control__pb2.RestoreDomainResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -108,6 +118,22 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveDomain(self, request, context):
+        """A consistent snapshot of one domain (spec, epoch, state, memory image) as
+        one msgpack file, streamed in pieces; the domain keeps running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreDomain(self, request_iterator, context):
+        """Brings a saved domain back on this agent at epoch+1; refused if a live
+        member already runs it at an equal or higher epoch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +166,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.SetBalancing,
                     request_deserializer=shoal_dot_v1_dot_control__pb2.SetBalancingRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_control__pb2.SetBalancingResponse.SerializeToString,
+            ),
+            'SaveDomain': grpc.unary_stream_rpc_method_handler(
+                    servicer.SaveDomain,
+                    request_deserializer=shoal_dot_v1_dot_control__pb2.SaveDomainRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_control__pb2.FilePiece.SerializeToString,
+            ),
+            'RestoreDomain': grpc.stream_unary_rpc_method_handler(
+                    servicer.RestoreDomain,
+                    request_deserializer=shoal_dot_v1_dot_control__pb2.FilePiece.FromString,
+                    response_serializer=shoal_dot_v1_dot_control__pb2.RestoreDomainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +340,60 @@ class Control:
             '/shoal.v1.Control/SetBalancing',
             shoal_dot_v1_dot_control__pb2.SetBalancingRequest.SerializeToString,
             shoal_dot_v1_dot_control__pb2.SetBalancingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shoal.v1.Control/SaveDomain',
+            shoal_dot_v1_dot_control__pb2.SaveDomainRequest.SerializeToString,
+            shoal_dot_v1_dot_control__pb2.FilePiece.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreDomain(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/shoal.v1.Control/RestoreDomain',
+            shoal_dot_v1_dot_control__pb2.FilePiece.SerializeToString,
+            shoal_dot_v1_dot_control__pb2.RestoreDomainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,35 +25,39 @@ _sym_db = _symbol_database.Default()
 from shoal.v1 import types_pb2 as shoal_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shoal/v1/migration.proto\x12\x08shoal.v1\x1a\x14shoal/v1/types.proto\"\xf0\x01\n\x0ePrepareRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.shoal.v1.DomainSpec\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x14\n\x0c\x64\x65mand_cores\x18\x05 \x01(\x01\x12\x1b\n\x13source_demand_cores\x18\x06 \x01(\x01\x12\x1d\n\x15source_capacity_cores\x18\x07 \x01(\x01\x12\x13\n\x0bimage_bytes\x18\x08 \x01(\x04\x12\x1b\n\x13require_improvement\x18\t \x01(\x08\"E\n\x0fPrepareResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\"V\n\rTransferChunk\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x12\n\nfirst_page\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\">\n\x10TransferResponse\x12\x16\n\x0e\x62ytes_received\x18\x01 \x01(\x04\x12\x12\n\nimage_hash\x18\x02 \x01(\t\"^\n\rCommitRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x12\n\nimage_hash\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65vice_state\x18\x04 \x01(\x0c\"B\n\x0e\x43ommitResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"4\n\x0c\x41\x62ortRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"P\n\rAbortResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.shoal.v1.QueryResponse.Outcome\"$\n\x0cQueryRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\"\xb2\x01\n\rQueryResponse\x12\x30\n\x07outcome\x18\x01 \x01(\x0e\x32\x1f.shoal.v1.QueryResponse.Outcome\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\"`\n\x07Outcome\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x00\x12\x14\n\x10OUTCOME_RESERVED\x10\x01\x12\x15\n\x11OUTCOME_COMMITTED\x10\x02\x12\x13\n\x0fOUTCOME_ABORTED\x10\x03\x32\xbf\x02\n\tMigration\x12>\n\x07Prepare\x12\x18.shoal.v1.PrepareRequest\x1a\x19.shoal.v1.PrepareResponse\x12\x41\n\x08Transfer\x12\x17.shoal.v1.TransferChunk\x1a\x1a.shoal.v1.TransferResponse(\x01\x12;\n\x06\x43ommit\x12\x17.shoal.v1.CommitRequest\x1a\x18.shoal.v1.CommitResponse\x12\x38\n\x05\x41\x62ort\x12\x16.shoal.v1.AbortRequest\x1a\x17.shoal.v1.AbortResponse\x12\x38\n\x05Query\x12\x16.shoal.v1.QueryRequest\x1a\x17.shoal.v1.QueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shoal/v1/migration.proto\x12\x08shoal.v1\x1a\x14shoal/v1/types.proto\"\"\n\rLocateRequest\x12\x11\n\tdomain_id\x18\x01 \x01(\t\"<\n\x0eLocateResponse\x12\x0c\n\x04held\x18\x01 \x01(\x08\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\r\n\x05state\x18\x03 \x01(\t\"\xf0\x01\n\x0ePrepareRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.shoal.v1.DomainSpec\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x14\n\x0c\x64\x65mand_cores\x18\x05 \x01(\x01\x12\x1b\n\x13source_demand_cores\x18\x06 \x01(\x01\x12\x1d\n\x15source_capacity_cores\x18\x07 \x01(\x01\x12\x13\n\x0bimage_bytes\x18\x08 \x01(\x04\x12\x1b\n\x13require_improvement\x18\t \x01(\x08\"E\n\x0fPrepareResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08lease_ms\x18\x03 \x01(\r\"V\n\rTransferChunk\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x12\n\nfirst_page\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\">\n\x10TransferResponse\x12\x16\n\x0e\x62ytes_received\x18\x01 \x01(\x04\x12\x12\n\nimage_hash\x18\x02 \x01(\t\"^\n\rCommitRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x12\n\nimage_hash\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65vice_state\x18\x04 \x01(\x0c\"B\n\x0e\x43ommitResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"4\n\x0c\x41\x62ortRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"P\n\rAbortResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.shoal.v1.QueryResponse.Outcome\"$\n\x0cQueryRequest\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\"\xb2\x01\n\rQueryResponse\x12\x30\n\x07outcome\x18\x01 \x01(\x0e\x32\x1f.shoal.v1.QueryResponse.Outcome\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\"`\n\x07Outcome\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x00\x12\x14\n\x10OUTCOME_RESERVED\x10\x01\x12\x15\n\x11OUTCOME_COMMITTED\x10\x02\x12\x13\n\x0fOUTCOME_ABORTED\x10\x03\x32\xfc\x02\n\tMigration\x12>\n\x07Prepare\x12\x18.shoal.v1.PrepareRequest\x1a\x19.shoal.v1.PrepareResponse\x12\x41\n\x08Transfer\x12\x17.shoal.v1.TransferChunk\x1a\x1a.shoal.v1.TransferResponse(\x01\x12;\n\x06\x43ommit\x12\x17.shoal.v1.CommitRequest\x1a\x18.shoal.v1.CommitResponse\x12\x38\n\x05\x41\x62ort\x12\x16.shoal.v1.AbortRequest\x1a\x17.shoal.v1.AbortResponse\x12\x38\n\x05Query\x12\x16.shoal.v1.QueryRequest\x1a\x17.shoal.v1.QueryResponse\x12;\n\x06Locate\x12\x17.shoal.v1.LocateRequest\x1a\x18.shoal.v1.LocateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.v1.migration_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREPAREREQUEST']._serialized_start=61
-  _globals['_PREPAREREQUEST']._serialized_end=301
-  _globals['_PREPARERESPONSE']._serialized_start=303
-  _globals['_PREPARERESPONSE']._serialized_end=372
-  _globals['_TRANSFERCHUNK']._serialized_start=374
-  _globals['_TRANSFERCHUNK']._serialized_end=460
-  _globals['_TRANSFERRESPONSE']._serialized_start=462
-  _globals['_TRANSFERRESPONSE']._serialized_end=524
-  _globals['_COMMITREQUEST']._serialized_start=526
-  _globals['_COMMITREQUEST']._serialized_end=620
-  _globals['_COMMITRESPONSE']._serialized_start=622
-  _globals['_COMMITRESPONSE']._serialized_end=688
-  _globals['_ABORTREQUEST']._serialized_start=690
-  _globals['_ABORTREQUEST']._serialized_end=742
-  _globals['_ABORTRESPONSE']._serialized_start=744
-  _globals['_ABORTRESPONSE']._serialized_end=824
-  _globals['_QUERYREQUEST']._serialized_start=826
-  _globals['_QUERYREQUEST']._serialized_end=862
-  _globals['_QUERYRESPONSE']._serialized_start=865
-  _globals['_QUERYRESPONSE']._serialized_end=1043
-  _globals['_QUERYRESPONSE_OUTCOME']._serialized_start=947
-  _globals['_QUERYRESPONSE_OUTCOME']._serialized_end=1043
-  _globals['_MIGRATION']._serialized_start=1046
-  _globals['_MIGRATION']._serialized_end=1365
+  _globals['_LOCATEREQUEST']._serialized_start=60
+  _globals['_LOCATEREQUEST']._serialized_end=94
+  _globals['_LOCATERESPONSE']._serialized_start=96
+  _globals['_LOCATERESPONSE']._serialized_end=156
+  _globals['_PREPAREREQUEST']._serialized_start=159
+  _globals['_PREPAREREQUEST']._serialized_end=399
+  _globals['_PREPARERESPONSE']._serialized_start=401
+  _globals['_PREPARERESPONSE']._serialized_end=470
+  _globals['_TRANSFERCHUNK']._serialized_start=472
+  _globals['_TRANSFERCHUNK']._serialized_end=558
+  _globals['_TRANSFERRESPONSE']._serialized_start=560
+  _globals['_TRANSFERRESPONSE']._serialized_end=622
+  _globals['_COMMITREQUEST']._serialized_start=624
+  _globals['_COMMITREQUEST']._serialized_end=718
+  _globals['_COMMITRESPONSE']._serialized_start=720
+  _globals['_COMMITRESPONSE']._serialized_end=786
+  _globals['_ABORTREQUEST']._serialized_start=788
+  _globals['_ABORTREQUEST']._serialized_end=840
+  _globals['_ABORTRESPONSE']._serialized_start=842
+  _globals['_ABORTRESPONSE']._serialized_end=922
+  _globals['_QUERYREQUEST']._serialized_start=924
+  _globals['_QUERYREQUEST']._serialized_end=960
+  _globals['_QUERYRESPONSE']._serialized_start=963
+  _globals['_QUERYRESPONSE']._serialized_end=1141
+  _globals['_QUERYRESPONSE_OUTCOME']._serialized_start=1045
+  _globals['_QUERYRESPONSE_OUTCOME']._serialized_end=1141
+  _globals['_MIGRATION']._serialized_start=1144
+  _globals['_MIGRATION']._serialized_end=1524
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class LocateRequest(_message.Message):
+    __slots__ = ("domain_id",)
+    DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    domain_id: str
+    def __init__(self, domain_id: _Optional[str] = ...) -> None: ...
+
+class LocateResponse(_message.Message):
+    __slots__ = ("held", "epoch", "state")
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    held: bool
+    epoch: int
+    state: str
+    def __init__(self, held: _Optional[bool] = ..., epoch: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
+
 class PrepareRequest(_message.Message):
     __slots__ = ("migration_id", "source_id", "spec", "epoch", "demand_cores", "source_demand_cores", "source_capacity_cores", "image_bytes", "require_improvement")
     MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]

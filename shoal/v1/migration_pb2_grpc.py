@@ -59,6 +59,11 @@ class MigrationStub:
                 request_serializer=shoal_dot_v1_dot_migration__pb2.QueryRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_migration__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.Locate = channel.unary_unary(
+                '/shoal.v1.Migration/Locate',
+                request_serializer=shoal_dot_v1_dot_migration__pb2.LocateRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_migration__pb2.LocateResponse.FromString,
+                _registered_method=True)
 
 
 class MigrationServicer:
@@ -95,6 +100,13 @@ class MigrationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Locate(self, request, context):
+        """Does this node run that domain, and at which epoch? (restore's check)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MigrationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +134,11 @@ def add_MigrationServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=shoal_dot_v1_dot_migration__pb2.QueryRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_migration__pb2.QueryResponse.SerializeToString,
+            ),
+            'Locate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Locate,
+                    request_deserializer=shoal_dot_v1_dot_migration__pb2.LocateRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_migration__pb2.LocateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +276,33 @@ class Migration:
             '/shoal.v1.Migration/Query',
             shoal_dot_v1_dot_migration__pb2.QueryRequest.SerializeToString,
             shoal_dot_v1_dot_migration__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Locate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Migration/Locate',
+            shoal_dot_v1_dot_migration__pb2.LocateRequest.SerializeToString,
+            shoal_dot_v1_dot_migration__pb2.LocateResponse.FromString,
             options,
             channel_credentials,
             insecure,
