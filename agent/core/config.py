@@ -54,8 +54,9 @@ class AgentConfig:
     reservation_lease_ms: int = 10_000
     # Deadline of every peer RPC.
     rpc_timeout_ms: int = 3_000
-    # Chunk size of the memory stream: 256 KiB keeps gRPC near its best rate.
-    transfer_chunk_bytes: int = 256 * 1024
+    # Chunk size of the memory stream: gRPC streams 1 MiB messages near its best
+    # rate on loopback (BENCHMARKS.md section 4); smaller ones pay per-message cost.
+    transfer_chunk_bytes: int = 1024 * 1024
     # Real bytes per domain image; memory beyond it is accounted, not stored.
     image_real_bytes_max: int = 4 * 1024 * 1024
     # Per-migration bandwidth cap: a 10 GbE link; a migration may use it whole.

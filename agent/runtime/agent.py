@@ -496,8 +496,10 @@ class Agent:
         domain = Domain(spec, epoch=epoch, state=DomainState.RUNNING)
         self._journal({"t": "domain", "spec": spec_to_record(spec), "epoch": epoch})
         self.host.add_domain(domain)
-        self.images[spec.domain_id] = MemoryImage(spec.memory_mib, self.config.image_real_bytes_max,
-                                                  seed=spec.image_seed)
+        image = MemoryImage(spec.memory_mib, self.config.image_real_bytes_max, seed=spec.image_seed)
+        # Hash now, off any migration's path: pre-copy then only rehashes dirtied blocks.
+        image.warm_hash()
+        self.images[spec.domain_id] = image
         self.metrics.inc("domains_created")
         log.info("%s: created domain %s (%d vCPU, %d MiB)", self.node_id, spec.domain_id, spec.vcpus,
                  spec.memory_mib)
