@@ -83,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--memory-mib", type=_positive_int, default=65536, help="memory capacity in MiB (default 65536)")
     a.add_argument("--config", help="TOML file of agent settings (see README: Configuration)")
     a.add_argument("--profile", choices=["local", "lan", "wan"], help="settings profile (default local)")
-    a.add_argument("--ready-file", help="write {id, address, pid} as JSON here once listening")
+    a.add_argument("--ready-file", help="write {id, address, pid, metrics} as JSON here once listening")
+    a.add_argument("--metrics-listen", type=_address,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)")
+    a.add_argument("--mqtt", help="publish telemetry to this MQTT broker, mqtt://HOST:PORT (never blocks the agent)")
+    a.add_argument("--cluster", default="shoal", help="cluster name in telemetry topics shoal/CLUSTER/NODE/...")
+    a.add_argument("--telemetry-format", choices=["json", "msgpack"], default="json",
+                   help="payload format of telemetry messages (default json)")
     a.add_argument("--clock-origin", type=float, help="wall-clock unix time of model time 0 (shared by a cluster)")
     a.add_argument("--rng-seed", type=int, help="seed of this agent's random choices (default: random)")
 
@@ -106,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--cpu-cores", type=_positive_float, default=16.0, help="cores per node (default 16)")
     up.add_argument("--memory-mib", type=_positive_int, default=65536, help="MiB per node (default 65536)")
     up.add_argument("--config", help="TOML agent settings passed to every agent")
+    up.add_argument("--mqtt", help="telemetry broker mqtt://HOST:PORT (default: an embedded broker is started)")
+    up.add_argument("--cluster", default="shoal", help="cluster name in telemetry topics (default shoal)")
     up.add_argument("--json", action="store_true", help="print only a JSON summary on stdout (live table on stderr)")
     up.add_argument("--detach", action="store_true", help="leave the cluster running (needs --state-dir)")
     up.add_argument("--state-dir", help="folder for cluster.json, agent logs and ready files")
@@ -197,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     bmem.add_argument("--seed", type=int, default=1, help="seed of the choice of victims")
     bmem.add_argument("--json", action="store_true", help="print one JSON object")
 
+    br = sub.add_parser("broker", help="run an embedded MQTT broker (amqtt) in the foreground",
+                        description="Run the embedded MQTT broker that `cluster up` uses for telemetry, until "
+                                    "SIGTERM. Anonymous, no persistence: for local clusters and tests.")
+    br.add_argument("--listen", type=_address, default="127.0.0.1:1883", help="HOST:PORT (port 0 picks one)")
+    br.add_argument("--ready-file", help="write {url, pid} as JSON here once listening")
+
     s = sub.add_parser("status", help="show one agent's view of itself and its peers",
                        description="Ask one agent for its state: utilization, domains, known peers with their "
                                    "last reported utilization and age, migrations and counters.")
@@ -233,7 +247,16 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                         cpu_cores=args.cpu_cores,
                         memory_mib=args.memory_mib, config=config, ready_file=args.ready_file,
                         rng_seed=args.rng_seed, clock_origin_s=args.clock_origin, advertise=args.advertise,
-                        state_dir=args.state_dir)
+                        state_dir=args.state_dir, metrics_listen=args.metrics_listen, mqtt_url=args.mqtt,
+                        cluster=args.cluster, telemetry_format=args.telemetry_format)
+    if args.mqtt:
+        from agent.adapters.telemetry import TelemetryError, parse_broker_url
+        try:
+            parse_broker_url(args.mqtt)
+        except TelemetryError as exc:
+            raise CliError(f"--mqtt: {exc}", EXIT_USAGE) from None
+    if not ID_RE.match(args.cluster):
+        raise CliError(f"--cluster {args.cluster!r} must be 1-128 characters of [A-Za-z0-9._:-]", EXIT_USAGE)
     if args.listen.rsplit(":", 1)[0] in ("0.0.0.0", "[::]", "::") and not args.advertise:
         raise CliError(f"--listen {args.listen} needs --advertise HOST:PORT: peers cannot dial a wildcard address",
                        EXIT_USAGE)
@@ -261,7 +284,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         opts = ClusterOptions(nodes=args.nodes, domains=args.domains, placement=args.placement, seed=args.seed,
                               duration_s=args.duration, cpu_cores=args.cpu_cores, memory_mib=args.memory_mib,
                               workload=args.workload, config_file=args.config, state_dir=args.state_dir,
-                              detach=args.detach, json_output=args.json)
+                              detach=args.detach, json_output=args.json, mqtt_url=args.mqtt, cluster=args.cluster)
         result = asyncio.run(cluster_up(opts))
     except LaunchError as exc:
         raise CliError(str(exc)) from None
@@ -289,6 +312,16 @@ def _format_summary(r: dict) -> str:
               f"{str(r['converged_s']) + ' s' if r.get('converged_s') is not None else 'not reached'}",
               f"lost domains: {r['lost_domains'] or 'none'}   duplicate domains: {r['duplicate_domains'] or 'none'}"]
     return "\n".join(lines)
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from agent.runtime.process import run_broker
+
+    try:
+        asyncio.run(run_broker(args.listen, args.ready_file))
+    except OSError as exc:
+        raise CliError(f"broker on {args.listen}: {exc}") from None
+    return EXIT_OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -435,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status, "domain": _cmd_domain,
-                "bench": _cmd_bench}
+                "bench": _cmd_bench, "broker": _cmd_broker}
     try:
         return handlers[args.command](args)
     except CliError as exc:

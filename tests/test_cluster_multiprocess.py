@@ -69,6 +69,7 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
         cluster = json.loads((state / "cluster.json").read_text())
         assert [n["name"] for n in cluster["nodes"]] == ["node-0", "node-1", "node-2"]
         assert len({n["id"] for n in cluster["nodes"]}) == 3  # UUIDs kept in each node's state dir
+        assert cluster["mqtt"].startswith("127.0.0.1:") and all(n["metrics"] for n in cluster["nodes"])
         assert all((state / n["name"] / "node-id").read_text().strip() == n["id"] for n in cluster["nodes"])
         assert all(alive(n["pid"]) for n in cluster["nodes"])
         node0 = cluster["nodes"][0]
@@ -100,7 +101,9 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
         assert human.returncode == 0 and f"node {node0['id']}" in human.stdout
         down = shoal("cluster", "down", "--state-dir", str(state), timeout=60)
         assert down.returncode == 0, down.stderr
-        assert down.stdout.count("stopped") + down.stdout.count("killed") == 3
+        assert sum(f"{name} (pid" in down.stdout for name in ("node-0", "node-1", "node-2")) == 3
+        assert "broker (pid" in down.stdout  # the detached cluster's embedded MQTT broker
+        assert not alive(json.loads(json.dumps(cluster))["broker_pid"])
         wait_until_sync(lambda: not any(alive(n["pid"]) for n in cluster["nodes"]), 10, "agents to exit")
     finally:
         kill_all(pids_in(state) if state.exists() else [])

@@ -5,52 +5,60 @@ Theory of operation
 One ``Consolidator`` runs on every host. It knows its own host (each
 domain's demand now, its recent samples, its size and memory) and, for the
 few hosts of its neighbour view, what they last gossiped (``NeighbourLoad``:
-capacity, demand now and predicted, free memory, awake or asleep). It never
-sees the rest of the cluster. Time is a tick counter passed in; the caller
-runs one round per tick:
+capacity, demand now, forecast, free memory, awake or asleep). It never sees
+the rest of the cluster. Time is a tick counter passed in; the caller runs
+one round per tick:
 
 1. ``observe(tick, host)``: record the host's state; returns the gossip entry
-   the host publishes (its ``NeighbourLoad``). A host with no domain left goes
-   to sleep (standby) and publishes that.
+   the host publishes. A host with no domain left goes to sleep (standby)
+   and says so.
 2. ``decide(tick, neighbours)``: at most one ``Plan`` of moves (below).
 3. The caller offers each move to its targets in order; a target answers
    with ``on_offer`` against its *live* state (what it observed plus what it
    accepted this round), so stale gossip can never overfill a host. A
    refused move tries its next target; if a drain cannot place every domain
    the caller cancels the accepted ones (``on_cancel``) and nothing moves.
-4. ``on_moves_started(tick, moves)`` tells the source what really left.
+4. ``on_moves_started(tick, plan, moved)`` tells the source what really left.
+
+Forecast (demand prediction from recent history): each domain has a level,
+max(demand now, mean of its last ``prediction_window_samples`` samples), and
+a variance over the same samples. A host's forecast is the sum of the levels
+plus ``headroom_sigmas`` standard deviations of the *sum*, sqrt(sum of the
+variances): domains rarely peak together, so the headroom a host keeps grows
+with the square root of its domain count, not linearly (the "effective
+size" of stochastic bin packing; Chen et al., "Effective VM sizing in
+virtualized data centers", IM 2011). A host takes a domain only if its
+forecast with it stays at or under ``placement_watermark`` x capacity.
 
 The rules (CloudSim's accounting calls a host in SLA violation whenever its
-VMs get less CPU than they request; Beloglazov & Buyya 2012 use the same
-detect / select / place split, here applied with only local knowledge):
+VMs get less CPU than they request; Beloglazov & Buyya 2012 split the work
+into detect, select and place, applied here with local knowledge only):
 
-- *Overload*: demand above ``overload_threshold`` x capacity, or a domain
-  asking more than one core (it is capped, so it is in violation). Acted on
-  at once, since every tick overloaded is time in violation. The host sheds
-  domains until its predicted demand is at most ``shed_target`` x capacity,
-  preferring one domain that covers the whole excess (fewest migrations),
-  the smallest memory first (shortest copy, as MMT), then the largest ones.
-  Targets are awake neighbours that stay at or under ``placement_watermark``
-  (best fit: the fullest that fits, so load packs); if none can take a
-  domain, the rule wakes a sleeping neighbour (the largest, most efficient
-  one) and later domains of the same plan may join it.
-- *Drain*: a host whose demand stayed under ``drain_utilization_max`` x
-  capacity over the last ``drain_persistence_samples`` samples (persistence:
-  only an underload that lasts), holding at most ``drain_domains_max``
-  domains, none cooling down, that received nothing for
-  ``host_cooldown_ticks``, tries to place *every* domain on awake neighbours
-  that are heavier than itself (predicted demand, then id) and stay at or
-  under the watermark. Load only ever flows from lighter to heavier hosts,
-  so two hosts never drain into each other. A cost-benefit filter keeps a
-  drain only when the power it saves over ``drain_horizon_s`` is worth its
-  migrations (``migration_cost_j`` each). All or nothing: a half-emptied
-  host saves no power.
-- *Prediction*: a domain is expected to use max(demand now, mean + k x
-  standard deviation of its last ``prediction_window_samples`` samples), so
-  a host is filled by what its domains have recently needed, not by a lull.
-- *Cooldowns*: a domain that arrived stays ``domain_cooldown_ticks`` (it is
-  moved again only to relieve an overload no other domain can relieve); a
-  host that received or woke does not drain for ``host_cooldown_ticks``.
+- *Overload*: demand now above ``overload_threshold`` x capacity (for
+  ``overload_persistence_samples`` samples in a row), or a domain asking for
+  more than one core (it is capped, so it is in violation). The host sheds
+  until its forecast is at most ``shed_target`` x capacity (a hysteresis
+  band below the threshold), preferring one domain that is enough on its own
+  (fewest migrations), the smallest memory first (shortest copy, as MMT);
+  otherwise the largest first. Targets are awake neighbours (best fit: the
+  one left with the least room, so load packs); if none takes a domain, the
+  rule wakes a sleeping neighbour (the largest, most efficient one), and
+  later domains of the same plan may join it.
+- *Drain*: a host whose demand stayed at or under ``drain_utilization_max``
+  x capacity over its last ``drain_persistence_samples`` samples (an
+  underload that lasts), with at most ``drain_domains_max`` domains, none
+  cooling down, and that received nothing for ``host_cooldown_ticks``, tries
+  to place *every* domain on awake neighbours ranked above it (forecast,
+  then id). Load only flows up that order, so two hosts never drain into
+  each other; a host that could drain itself refuses drained domains, so
+  they go straight to the local maxima instead of moving twice. Cost-benefit:
+  the drain must save, over ``drain_horizon_s``, more energy than
+  ``migration_cost_j`` per migration (the host's power goes; the targets'
+  power rises along their slope). All or nothing: a half-emptied host saves
+  no power.
+- *Cooldowns*: a domain that arrived stays ``domain_cooldown_ticks`` (it may
+  still leave to relieve an overload when nothing else does); a host that
+  received or woke does not drain for ``host_cooldown_ticks``.
 
 CPU is in MIPS (a host-independent rate: cores x per-core speed; an agent on
 uniform hardware may use cores). Ids are opaque hashables (UUID strings in
@@ -64,7 +72,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 Id = Hashable
 
@@ -77,34 +85,35 @@ class ConsolidateConfigError(ValueError):
 class ConsolidateConfig:
     # Above 100 % the domains get less than they ask: that is SLA violation time.
     overload_threshold: float = 1.0
-    # A receiving host must stay at or under this (predicted): room for the demand to grow.
-    placement_watermark: float = 0.92
-    # Act on an overload only once it has lasted this many samples (1: at once).
+    # Act on an overload once it has lasted this many samples (1: at once; each sample overloaded is violation).
     overload_persistence_samples: int = 1
-    # An overloaded host sheds down to this, a band below the threshold (hysteresis).
+    # A receiving host's forecast must stay at or under this: room for what the forecast misses.
+    placement_watermark: float = 0.92
+    # An overloaded host sheds down to this forecast, a band below the threshold (hysteresis).
     shed_target: float = 0.9
-    # A host lighter than this may empty itself ...
+    # A host this light may empty itself ...
     drain_utilization_max: float = 0.6
-    # ... if it stayed that light over this many samples (act only on underload that lasts).
+    # ... if it stayed that light over this many samples (act only on an underload that lasts).
     drain_persistence_samples: int = 3
-    # Draining moves every domain; beyond this many it is rarely worth it.
-    drain_domains_max: int = 12
-    # Power saved by a drain is counted over this horizon (how long an emptied host typically sleeps).
+    # Draining moves every domain; with more than this it rarely pays.
+    drain_domains_max: int = 24
+    # The power a drain saves is counted over this horizon (how long an emptied host typically sleeps).
     drain_horizon_s: float = 3_600.0
-    # What one migration is worth in energy: its SLA cost (copy time at the target, 10 % slowdown).
+    # One migration's cost in energy terms: its copy time in violation at the target, its 10 % slowdown.
     migration_cost_j: float = 15_000.0
-    # A domain that just arrived stays put this many ticks (no ping-pong).
+    # A domain that just arrived stays this many ticks (no ping-pong).
     domain_cooldown_ticks: int = 12
     # A host that just received or woke does not empty itself for this many ticks.
     host_cooldown_ticks: int = 6
-    # Samples the demand prediction looks back over (the current one included).
-    prediction_window_samples: int = 3
-    # Weight of the samples' standard deviation in the prediction.
-    prediction_std_weight: float = 0.0
-    # A domain goes to a host whose one core holds its prediction with this much to spare.
+    # Samples the forecast looks back over (the current one included): half an hour at 300 s.
+    prediction_window_samples: int = 6
+    # A domain's level is max(now, its recent mean + this many of its own standard deviations).
+    level_sigmas: float = 0.0
+    # Standard deviations of a host's summed demand kept free (2: ~98 % one-sided if it were normal).
+    headroom_sigmas: float = 2.0
+    # A domain goes to a host whose one core holds its forecast with this much to spare.
     core_fill_max: float = 0.95
-    # Which hosts drain into which: "load" (lighter into heavier) or "domains" (fewer domains into more,
-    # then lighter into heavier: the hosts kept are those whose emptying would cost the most migrations).
+    # The order load flows up: "load" (forecast, then id) or "capacity" (bigger hosts first, then load).
     drain_order: str = "load"
     # Bounds per round: domains one host sends, domains it accepts, targets tried per domain.
     moves_out_max: int = 16
@@ -112,8 +121,8 @@ class ConsolidateConfig:
     targets_per_move: int = 3
 
     def validate(self) -> "ConsolidateConfig":
-        if self.drain_order not in ("load", "domains"):
-            raise ConsolidateConfigError(f"drain_order must be 'load' or 'domains', got {self.drain_order!r}")
+        if self.drain_order not in ("load", "capacity"):
+            raise ConsolidateConfigError(f"drain_order: 'load' or 'capacity', got {self.drain_order!r}")
         for f in dataclasses.fields(self):
             if f.type == "str":
                 continue
@@ -166,6 +175,15 @@ class HostLoad:
 
 
 @dataclass(frozen=True, slots=True)
+class Forecast:
+    level_mips: float          # max(now, recent mean)
+    variance_mips2: float      # of the recent samples
+
+    def bound_mips(self, sigmas: float) -> float:
+        return self.level_mips + sigmas * math.sqrt(self.variance_mips2)
+
+
+@dataclass(frozen=True, slots=True)
 class NeighbourLoad:
     """A host's gossip entry: what its neighbours know of it."""
 
@@ -173,12 +191,16 @@ class NeighbourLoad:
     awake: bool
     capacity_mips: float
     core_mips: float
-    demand_mips: float
-    predicted_mips: float
+    demand_mips: float         # now
+    expected_mips: float       # sum of its domains' forecast levels
+    variance_mips2: float      # sum of their variances
     memory_free_mib: float
     idle_w: float
     peak_w: float
     domains: int = 0
+
+    def forecast_mips(self, sigmas: float) -> float:
+        return self.expected_mips + sigmas * math.sqrt(self.variance_mips2)
 
     def watts(self, demand_mips: float) -> float:
         """Power at this demand, linear between idle and peak (what a neighbour can know)."""
@@ -191,7 +213,7 @@ class Move:
     domain_id: Id
     targets: tuple[Id, ...]    # preferred first; the next is tried if one refuses
     demand_mips: float
-    predicted_mips: float
+    forecast: Forecast
     size_mips: float
     memory_mib: int
 
@@ -209,22 +231,22 @@ class Offer:
     source_id: Id
     domain_id: Id
     demand_mips: float
-    predicted_mips: float
+    forecast: Forecast
     size_mips: float
     memory_mib: int
     kind: str
 
 
-def predict_mips(d: DomainDemand, window: int, std_weight: float) -> float:
-    """max(now, mean + k x std of the last `window` samples): recent need, not a lull."""
+def forecast(d: DomainDemand, window: int, level_sigmas: float = 0.0) -> Forecast:
+    """Level max(now, mean + level_sigmas x std) and variance of the last ``window`` samples, in MIPS."""
     hist = d.history[:window]
     if not hist:
-        return d.demand_mips
-    mean = sum(hist) / len(hist)
-    if std_weight and len(hist) > 1:
-        var = sum((x - mean) ** 2 for x in hist) / len(hist)
-        mean += std_weight * math.sqrt(var)
-    return max(d.demand_mips, mean * d.size_mips)
+        return Forecast(d.demand_mips, 0.0)
+    n = len(hist)
+    mean = sum(hist) / n
+    var = sum((x - mean) ** 2 for x in hist) / n
+    level = (mean + level_sigmas * math.sqrt(var)) * d.size_mips
+    return Forecast(max(d.demand_mips, level), var * d.size_mips * d.size_mips)
 
 
 def host_demand_mips(domains: Sequence[DomainDemand], core_mips: float) -> float:
@@ -235,16 +257,24 @@ def host_demand_mips(domains: Sequence[DomainDemand], core_mips: float) -> float
 class _Target:
     """Planning scratch for one neighbour: what this plan has added to it so far."""
 
-    __slots__ = ("nb", "added_mips", "added_memory_mib", "added_count")
+    __slots__ = ("nb", "expected_mips", "variance_mips2", "memory_mib", "count")
 
     def __init__(self, nb: NeighbourLoad) -> None:
         self.nb = nb
-        self.added_mips = 0.0
-        self.added_memory_mib = 0
-        self.added_count = 0
+        self.expected_mips = nb.expected_mips
+        self.variance_mips2 = nb.variance_mips2
+        self.memory_mib = nb.memory_free_mib
+        self.count = 0
 
-    def room_mips(self, watermark: float) -> float:
-        return watermark * self.nb.capacity_mips - self.nb.predicted_mips - self.added_mips
+    def room_after_mips(self, f: Forecast, watermark: float, sigmas: float) -> float:
+        after = self.expected_mips + f.level_mips + sigmas * math.sqrt(self.variance_mips2 + f.variance_mips2)
+        return watermark * self.nb.capacity_mips - after
+
+    def take(self, f: Forecast, memory_mib: int) -> None:
+        self.expected_mips += f.level_mips
+        self.variance_mips2 += f.variance_mips2
+        self.memory_mib -= memory_mib
+        self.count += 1
 
 
 class Consolidator:
@@ -256,7 +286,7 @@ class Consolidator:
         self.awake = True
         self._host: HostLoad | None = None
         self._tick = -1
-        self._pred: dict[Id, float] = {}
+        self._fc: dict[Id, Forecast] = {}
         self._arrived: dict[Id, int] = {}       # domain -> tick it was accepted here
         self._last_in_tick = -(10 ** 9)
         self._in: dict[Id, Offer] = {}         # accepted this round
@@ -267,7 +297,6 @@ class Consolidator:
 
     def observe(self, tick: int, host: HostLoad) -> NeighbourLoad:
         """Start of a round: take the host's state, forget last round's ledger, publish."""
-        cfg = self.config
         self._tick = tick
         self._host = host
         self._in = {}
@@ -276,21 +305,30 @@ class Consolidator:
         present = {d.domain_id for d in host.domains}
         for dom in [d for d in self._arrived if d not in present]:
             del self._arrived[dom]
-        self._pred = {d.domain_id: predict_mips(d, cfg.prediction_window_samples, cfg.prediction_std_weight)
-                      for d in host.domains}
+        window = self.config.prediction_window_samples
+        sig = self.config.level_sigmas
+        self._fc = {d.domain_id: forecast(d, window, sig) for d in host.domains}
         self.awake = bool(host.domains)
         return self.summary()
 
     def summary(self) -> NeighbourLoad:
-        """The gossip entry for this host as it stands (incoming and outgoing of this round included)."""
+        """The gossip entry for this host as it stands (this round's incoming and outgoing included)."""
         h = self._require_host()
-        demand = sum(d.demand_mips for d in h.domains if d.domain_id not in self._out)
-        predicted = sum(p for dom, p in self._pred.items() if dom not in self._out)
-        demand += sum(o.demand_mips for o in self._in.values())
-        predicted += sum(o.predicted_mips for o in self._in.values())
-        memory_free = h.memory_free_mib - sum(o.memory_mib for o in self._in.values())
+        demand = expected = variance = 0.0
+        for d in h.domains:
+            if d.domain_id not in self._out:
+                f = self._fc[d.domain_id]
+                demand += d.demand_mips
+                expected += f.level_mips
+                variance += f.variance_mips2
+        memory_free = h.memory_free_mib
+        for o in self._in.values():
+            demand += o.demand_mips
+            expected += o.forecast.level_mips
+            variance += o.forecast.variance_mips2
+            memory_free -= o.memory_mib
         count = len(h.domains) - len(self._out) + len(self._in)
-        return NeighbourLoad(h.node_id, self.awake, h.capacity_mips, h.core_mips, demand, predicted,
+        return NeighbourLoad(h.node_id, self.awake, h.capacity_mips, h.core_mips, demand, expected, variance,
                              memory_free, h.idle_w, h.peak_w, count)
 
     # -------------------------------------------------------------- decide
@@ -305,33 +343,33 @@ class Consolidator:
         if not domains:
             return None
         demand = host_demand_mips(h.domains, h.core_mips)
+        limit = cfg.overload_threshold * h.capacity_mips
+        over = demand > limit and self._lasted(h, domains, cfg.overload_persistence_samples,
+                                                lambda past: past > limit)
         capped = [d for d in domains if d.demand_mips > h.core_mips]
-        over = demand > cfg.overload_threshold * h.capacity_mips
-        if over and cfg.overload_persistence_samples > 1:
-            over = self._lasted(h, domains, cfg.overload_persistence_samples,
-                                lambda past: past > cfg.overload_threshold * h.capacity_mips)
         if over or capped:
-            why = (f"demand {demand / h.capacity_mips:.2f} of capacity" if not capped
-                   else f"{len(capped)} domain(s) above one core")
+            why = (f"{len(capped)} domain(s) above one core" if capped
+                   else f"demand {demand / h.capacity_mips:.2f} of capacity")
             return self._plan_shed(tick, h, domains, capped, neighbours, why)
         return self._plan_drain(tick, h, domains, neighbours)
 
     @staticmethod
-    def _lasted(h: HostLoad, domains: Sequence[DomainDemand], samples: int, holds) -> bool:
-        """``holds(demand)`` for the host's current domains over each of their last ``samples`` samples.
+    def _lasted(h: HostLoad, domains: Sequence[DomainDemand], samples: int,
+                holds: Callable[[float], bool]) -> bool:
+        """``holds(demand)`` for the host's current domains in each of their last ``samples`` samples.
 
-        Samples a domain does not have yet (it is new) count as not
-        contradicting; the newest sample is the demand now if there is no history.
+        Sample 0 is the demand now; samples a domain does not have yet (it is
+        new) do not count against.
         """
         for i in range(samples):
             past = 0.0
             seen = False
             for d in domains:
-                if i < len(d.history):
-                    past += min(d.history[i] * d.size_mips, h.core_mips)
-                    seen = True
-                elif i == 0:
+                if i == 0:
                     past += min(d.demand_mips, h.core_mips)
+                    seen = True
+                elif i < len(d.history):
+                    past += min(d.history[i] * d.size_mips, h.core_mips)
                     seen = True
             if seen and not holds(past):
                 return False
@@ -341,69 +379,90 @@ class Consolidator:
         arrived = self._arrived.get(dom)
         return arrived is not None and tick - arrived < self.config.domain_cooldown_ticks
 
-    def _fits_core(self, d: DomainDemand, pred: float, nb: NeighbourLoad) -> bool:
-        return d.size_mips <= nb.core_mips or pred <= self.config.core_fill_max * nb.core_mips
+    def _fits_core(self, size_mips: float, f: Forecast, core_mips: float) -> bool:
+        cfg = self.config
+        return size_mips <= core_mips or f.bound_mips(cfg.headroom_sigmas) <= cfg.core_fill_max * core_mips
 
-    def _fits(self, t: _Target, d: DomainDemand, pred: float, watermark: float) -> bool:
-        return (t.room_mips(watermark) >= pred and self._fits_core(d, pred, t.nb)
-                and t.nb.memory_free_mib - t.added_memory_mib >= d.memory_mib
-                and t.added_count < self.config.moves_in_max)
+    def _best_fit(self, targets: Sequence[_Target], d: DomainDemand, f: Forecast) -> list[_Target]:
+        """Targets that take the domain, least room left first (packing), then most efficient, then id."""
+        cfg = self.config
+        ranked = []
+        for t in targets:
+            if t.count >= cfg.moves_in_max or t.memory_mib < d.memory_mib:
+                continue
+            if not self._fits_core(d.size_mips, f, t.nb.core_mips):
+                continue
+            room = t.room_after_mips(f, cfg.placement_watermark, cfg.headroom_sigmas)
+            if room >= 0:
+                ranked.append(((room, t.nb.idle_w / t.nb.capacity_mips, repr(t.nb.node_id)), t))
+        ranked.sort(key=lambda kt: kt[0])
+        return [t for _, t in ranked]
 
-    def _best_fit(self, targets: Sequence[_Target], d: DomainDemand, pred: float) -> list[_Target]:
-        """Targets that take the domain, fullest first (packing), then most efficient, then id."""
-        wm = self.config.placement_watermark
-        ok = [t for t in targets if self._fits(t, d, pred, wm)]
-        ok.sort(key=lambda t: (t.room_mips(wm) - pred, t.nb.idle_w / t.nb.capacity_mips, repr(t.nb.node_id)))
-        return ok
-
-    def _move(self, d: DomainDemand, pred: float, chosen: Sequence[_Target]) -> Move:
+    def _move(self, d: DomainDemand, chosen: Sequence[_Target]) -> Move:
         return Move(d.domain_id, tuple(t.nb.node_id for t in chosen[:self.config.targets_per_move]),
-                    d.demand_mips, pred, d.size_mips, d.memory_mib)
-
-    @staticmethod
-    def _take(t: _Target, d: DomainDemand, pred: float) -> None:
-        t.added_mips += pred
-        t.added_memory_mib += d.memory_mib
-        t.added_count += 1
+                    d.demand_mips, self._fc[d.domain_id], d.size_mips, d.memory_mib)
 
     def _plan_shed(self, tick: int, h: HostLoad, domains: list[DomainDemand], capped: list[DomainDemand],
                    neighbours: Sequence[NeighbourLoad], why: str) -> Plan | None:
         cfg = self.config
-        pred = self._pred
-        predicted = sum(min(pred[d.domain_id], h.core_mips) for d in h.domains)
-        need = predicted - cfg.shed_target * h.capacity_mips
+        k = cfg.headroom_sigmas
+        fc = self._fc
+        expected = sum(min(fc[d.domain_id].level_mips, h.core_mips) for d in h.domains)
+        variance = sum(fc[d.domain_id].variance_mips2 for d in h.domains)
+        goal = cfg.shed_target * h.capacity_mips
         awake = [_Target(nb) for nb in neighbours if nb.awake and nb.node_id != self.node_id]
         asleep = [_Target(nb) for nb in neighbours if not nb.awake and nb.node_id != self.node_id]
         # Wake the biggest, most efficient sleeper first: it takes the most load per idle watt.
         asleep.sort(key=lambda t: (-t.nb.capacity_mips, t.nb.idle_w / t.nb.capacity_mips, repr(t.nb.node_id)))
-        capped_ids = {d.domain_id for d in capped}
-        free = [d for d in domains if d.domain_id not in capped_ids]
-        cover = sorted((d for d in free if pred[d.domain_id] >= need),
-                       key=lambda d: (self._cooling(d.domain_id, tick), d.memory_mib, pred[d.domain_id],
-                                      repr(d.domain_id)))
-        rest = sorted((d for d in free if pred[d.domain_id] < need),
-                      key=lambda d: (self._cooling(d.domain_id, tick), -pred[d.domain_id], repr(d.domain_id)))
+        must = list(capped)
+        left = [d for d in domains if d not in must]
         moves: list[Move] = []
-        removed = 0.0
-        for d in capped + cover + rest:
-            if len(moves) >= cfg.moves_out_max:
+        while len(moves) < cfg.moves_out_max:
+            from_must = bool(must)
+            if from_must:
+                pool = [must.pop(0)]
+            elif expected + k * math.sqrt(max(0.0, variance)) <= goal:
                 break
-            if removed >= need and d.domain_id not in capped_ids:
+            else:
+                # One domain enough on its own (smallest memory: shortest copy), else the largest first.
+                def enough(d: DomainDemand) -> bool:
+                    f = fc[d.domain_id]
+                    return (expected - min(f.level_mips, h.core_mips)
+                            + k * math.sqrt(max(0.0, variance - f.variance_mips2))) <= goal
+                cover = sorted((d for d in left if enough(d)),
+                               key=lambda d: (self._cooling(d.domain_id, tick), d.memory_mib,
+                                              fc[d.domain_id].level_mips, repr(d.domain_id)))
+                rest = sorted((d for d in left if not enough(d)),
+                              key=lambda d: (self._cooling(d.domain_id, tick), -fc[d.domain_id].level_mips,
+                                             repr(d.domain_id)))
+                pool = cover + rest
+            placed = None
+            for d in pool:
+                chosen = self._best_fit(awake, d, fc[d.domain_id])
+                if not chosen:
+                    woken = self._best_fit(asleep, d, fc[d.domain_id])[:1]
+                    if woken:
+                        # Awake from now on: later domains of this plan may join it.
+                        asleep.remove(woken[0])
+                        awake.append(woken[0])
+                        chosen = woken
+                if chosen:
+                    placed = (d, chosen)
+                    break
+                if d in left:
+                    left.remove(d)      # nowhere to go this round
+            if placed is None:
+                if from_must:
+                    continue            # a capped domain nobody can take: still try the others
                 break
-            p = pred[d.domain_id]
-            chosen = self._best_fit(awake, d, p)
-            if not chosen:
-                woken = [t for t in asleep if self._fits(t, d, p, cfg.placement_watermark)]
-                if woken:
-                    # Once woken it is awake for the rest of the plan: later domains may join it.
-                    asleep.remove(woken[0])
-                    awake.append(woken[0])
-                    chosen = woken[:1]
-            if not chosen:
-                continue
-            self._take(chosen[0], d, p)
-            moves.append(self._move(d, p, chosen))
-            removed += min(p, h.core_mips)
+            d, chosen = placed
+            f = fc[d.domain_id]
+            chosen[0].take(f, d.memory_mib)
+            moves.append(self._move(d, chosen))
+            if d in left:
+                left.remove(d)
+            expected -= min(f.level_mips, h.core_mips)
+            variance -= f.variance_mips2
         if not moves:
             return None
         return Plan("shed", tuple(moves), False, f"overload: {why}")
@@ -420,63 +479,65 @@ class Consolidator:
         limit = cfg.drain_utilization_max * h.capacity_mips
         if not self._lasted(h, domains, cfg.drain_persistence_samples, lambda past: past <= limit):
             return None
-        pred = self._pred
-        mine = sum(pred.values())
+        k = cfg.headroom_sigmas
+        fc = self._fc
+        mine = sum(f.level_mips for f in fc.values()) + k * math.sqrt(sum(f.variance_mips2 for f in fc.values()))
         if mine > limit:
             return None
-        me = self._rank(len(h.domains), mine, self.node_id)
+        me = self._rank(h.capacity_mips, mine, self.node_id)
         targets = [_Target(nb) for nb in neighbours if nb.awake and nb.node_id != self.node_id
-                   and self._rank(nb.domains, nb.predicted_mips, nb.node_id) > me]
+                   and self._rank(nb.capacity_mips, nb.forecast_mips(k), nb.node_id) > me]
         if not targets:
             return None
         moves: list[Move] = []
-        for d in sorted(domains, key=lambda d: (-pred[d.domain_id], repr(d.domain_id))):
-            chosen = self._best_fit(targets, d, pred[d.domain_id])
+        for d in sorted(domains, key=lambda d: (-fc[d.domain_id].level_mips, repr(d.domain_id))):
+            chosen = self._best_fit(targets, d, fc[d.domain_id])
             if not chosen:
                 return None
-            self._take(chosen[0], d, pred[d.domain_id])
-            moves.append(self._move(d, pred[d.domain_id], chosen))
-        # Cost-benefit: the host's power goes, the targets' rises by their slope.
+            chosen[0].take(fc[d.domain_id], d.memory_mib)
+            moves.append(self._move(d, chosen))
+        # Cost-benefit: this host's power goes; each target's rises along its slope.
         my_u = min(1.0, host_demand_mips(h.domains, h.core_mips) / h.capacity_mips)
         saved_w = h.idle_w + (h.peak_w - h.idle_w) * my_u
         for t in targets:
-            if t.added_count:
-                saved_w -= t.nb.watts(t.nb.demand_mips + t.added_mips) - t.nb.watts(t.nb.demand_mips)
+            if t.count:
+                added = t.expected_mips - t.nb.expected_mips
+                saved_w -= t.nb.watts(t.nb.demand_mips + added) - t.nb.watts(t.nb.demand_mips)
         if saved_w * cfg.drain_horizon_s < len(moves) * cfg.migration_cost_j:
             return None
         return Plan("drain", tuple(moves), True,
-                    f"underload: {mine / h.capacity_mips:.2f} of capacity, {len(moves)} domain(s) fit neighbours")
+                    f"underload: forecast {mine / h.capacity_mips:.2f} of capacity, {len(moves)} domain(s) fit")
 
-    def _rank(self, domains: int, predicted_mips: float, node_id: Id) -> tuple:
-        """A total order on hosts (the same for every agent): load flows only up it, so never in a cycle."""
-        if self.config.drain_order == "domains":
-            return (domains, predicted_mips, repr(node_id))
-        return (predicted_mips, repr(node_id))
+    def _rank(self, capacity_mips: float, forecast_mips: float, node_id: Id) -> tuple:
+        """The order load flows up (the same for every agent, so it never flows in a cycle)."""
+        if self.config.drain_order == "capacity":
+            return (capacity_mips, forecast_mips, repr(node_id))
+        return (forecast_mips, repr(node_id))
 
     # ------------------------------------------------------------- targets
 
     def on_offer(self, tick: int, offer: Offer, neighbours: Sequence[NeighbourLoad] = ()) -> bool:
         """Target side: accept (and reserve) only if the live state still takes it.
 
-        A host that could empty itself into its own heavier neighbours refuses
-        drained domains (``neighbours``: its view's gossip): they would only
-        move twice. Load then flows straight to the local maxima of the order.
+        A host that could empty itself into its own heavier neighbours
+        (``neighbours``: its view's gossip) refuses drained domains: they would
+        only move twice. Load then flows straight to the local maxima.
         """
         cfg = self.config
         h = self._require_host()
         if self._draining or self._out or len(self._in) >= cfg.moves_in_max:
             return False
-        if offer.kind == "drain" and neighbours and self.awake and tick == self._tick \
-                and self._plan_drain(tick, h, [d for d in h.domains if not d.moving], neighbours) is not None:
-            return False
-        live = self.summary()
-        if live.predicted_mips + offer.predicted_mips > cfg.placement_watermark * h.capacity_mips:
-            return False
         if host_demand_mips(h.domains, h.core_mips) > cfg.overload_threshold * h.capacity_mips:
             return False
-        if offer.size_mips > h.core_mips and offer.predicted_mips > cfg.core_fill_max * h.core_mips:
+        live = _Target(self.summary())
+        if live.room_after_mips(offer.forecast, cfg.placement_watermark, cfg.headroom_sigmas) < 0:
             return False
-        if live.memory_free_mib < offer.memory_mib:
+        if not self._fits_core(offer.size_mips, offer.forecast, h.core_mips):
+            return False
+        if live.memory_mib < offer.memory_mib:
+            return False
+        if offer.kind == "drain" and neighbours and self.awake and tick == self._tick \
+                and self._plan_drain(tick, h, [d for d in h.domains if not d.moving], neighbours) is not None:
             return False
         self._in[offer.domain_id] = offer
         self._arrived[offer.domain_id] = tick

@@ -56,6 +56,8 @@ CRASH_POINTS = frozenset({
     "source:after_prepare", "source:mid_precopy", "source:after_pause", "source:after_commit_sent",
     "source:after_commit_ack", "target:after_prepare", "target:mid_precopy", "target:after_pause",
     "target:after_commit_sent", "target:after_commit_ack"})
+# Telemetry state and Prometheus gauges are refreshed this often.
+REPORT_INTERVAL_S = 1.0
 # Per-second message and byte rates in `status` average over this many 1 s samples.
 RATE_WINDOW_SAMPLES = 11
 TRAFFIC_KEYS = ("messages_sent", "bytes_sent", "messages_received", "bytes_received")
@@ -121,6 +123,10 @@ class Agent:
         self._policy_wake = asyncio.Event()
         self._stopping = False
         self.journal = journal
+        # Telemetry sinks, set by the process shell; they never feed back into decisions.
+        self.telemetry = None  # agent.adapters.telemetry.TelemetryPublisher
+        self.prom = None  # agent.adapters.prom.AgentMetrics
+        self._last_report_s = 0.0
         self.persist_incarnation = persist_incarnation
         self._persisted_incarnation = incarnation
         self._traffic: deque[tuple[float, dict[str, int]]] = deque(maxlen=RATE_WINDOW_SAMPLES)
@@ -131,6 +137,33 @@ class Agent:
         self._recovered_in_doubt: list[InDoubt] = []
         if recovered is not None:
             self._recover(recovered)
+
+    def event(self, kind: str, **fields) -> None:
+        """An operator-visible event: to MQTT when telemetry is on (never blocks)."""
+        if self.telemetry is not None:
+            self.telemetry.publish_event({"event": kind, "node": self.node_id, "t_s": round(time.time(), 3),
+                                          **fields})
+
+    def report(self) -> None:
+        """Periodic state to MQTT (retained) and Prometheus; at most once a second."""
+        now = self.now_s()
+        if (self.telemetry is None and self.prom is None) or now - self._last_report_s < REPORT_INTERVAL_S:
+            return
+        self._last_report_s = now
+        st = self.status()
+        if self.prom is not None:
+            self.prom.update_from_status(st)
+            counts: dict[str, int] = {}
+            for m in st["members"]:
+                counts[m["status"]] = counts.get(m["status"], 0) + 1
+            self.prom.set_members(counts)
+        if self.telemetry is not None:
+            self.telemetry.publish_state({
+                "node": self.node_id, "address": self.address, "t_s": round(time.time(), 3),
+                "cpu_utilization": st["cpu_utilization"], "memory_utilization": st["memory_utilization"],
+                "domains": len(st["domains"]), "members": sum(m["status"] == "alive" for m in st["members"]),
+                "migrations_inflight": len(st["migrations"]),
+                "mean_utilization_estimate": st["mean_utilization_estimate"]})
 
     def _maybe_crash(self, point: str, delay_s: float = 0.0) -> None:
         """The crash-matrix hook (CRASH_ENV); os._exit skips every cleanup, like SIGKILL."""
@@ -305,6 +338,9 @@ class Agent:
         level = logging.WARNING if m.status in (MemberStatus.SUSPECT, MemberStatus.DEAD) else logging.INFO
         log.log(level, "%s: member %s at %s is %s (was %s, incarnation %d)", self.node_id, m.node_id, m.address,
                 m.status.value, ev.previous.value if ev.previous else "unknown", m.incarnation)
+        if ev.previous is not m.status:
+            self.event("member", member=m.node_id, address=m.address, status=m.status.value,
+                       previous=ev.previous.value if ev.previous else None, incarnation=m.incarnation)
         if m.status in (MemberStatus.DEAD, MemberStatus.LEFT):
             assert self.dissemination is not None
             self.dissemination.entries.pop(m.node_id, None)
@@ -427,6 +463,7 @@ class Agent:
             now = self.now_s()
             self._sample_traffic(now)
             self._maybe_persist_incarnation()
+            self.report()
             for mig in self.target.tick(now):
                 self.metrics.inc("reservations_expired")
                 log.warning("%s: reservation %s for %s expired uncommitted", self.node_id,
@@ -544,6 +581,7 @@ class Agent:
         domain = self.create_domain(saved.spec, epoch=saved.epoch + 1)
         self.images[dom_id] = saved.image
         self.metrics.inc("domains_restored")
+        self.event("domain_restored", domain=dom_id, epoch=domain.epoch)
         log.info("%s: restored domain %s at epoch %d", self.node_id, dom_id, domain.epoch)
         return domain
 
@@ -597,6 +635,7 @@ class Agent:
         self.outgoing[mig.migration_id] = mig
         domain.state = DomainState.MIGRATING_OUT
         self.metrics.inc("migrations_started")
+        self.event("migration_started", migration=mig.migration_id, domain=domain_id, target=target_id)
         return mig
 
     async def run_migration(self, mig: OutgoingMigration) -> MigrationResult:
@@ -711,6 +750,11 @@ class Agent:
                  self.node_id, mig.domain_id, mig.target_id, epoch, mig.rounds, mig.bytes_sent, duration,
                  mig.downtime_s * 1000, mig.stop_reason)
         self.publish()
+        if self.prom is not None:
+            self.prom.observe_migration(duration, mig.downtime_s if mig.paused_at_s is not None else None)
+        self.event("migration_finished", migration=mig.migration_id, domain=mig.domain_id, target=mig.target_id,
+                   epoch=epoch, rounds=mig.rounds, bytes=mig.bytes_sent, duration_s=round(duration, 4),
+                   downtime_ms=round(mig.downtime_s * 1000, 3), stop_reason=mig.stop_reason)
         return MigrationResult(True, "", mig.migration_id, epoch, mig.bytes_sent, duration, mig.rounds,
                                mig.downtime_s, mig.stop_reason, mig.accounted_bytes)
 
@@ -725,6 +769,8 @@ class Agent:
         # Don't retry the same domain at once: let gossip catch up first.
         self.cooldown_until_s[mig.domain_id] = self.now_s() + self.config.gossip_interval_ms * 2 / 1000
         self.metrics.inc("migrations_failed", reason=event)
+        self.event("migration_failed", migration=mig.migration_id, domain=mig.domain_id, target=mig.target_id,
+                   reason=event, detail=reason)
         (log.info if event == "rejected" else log.warning)("%s: migration of %s to %s %s: %s", self.node_id,
                                                             mig.domain_id, mig.target_id, event, reason)
         return MigrationResult(False, reason, mig.migration_id)
@@ -791,6 +837,7 @@ class Agent:
             self.cooldown_until_s[domain.domain_id] = self.now_s() + self.config.domain_cooldown_ms / 1000
             self.tombstones.pop(domain.domain_id, None)
             self.metrics.inc("migrations_received")
+            self.event("domain_arrived", domain=domain.domain_id, epoch=epoch, migration=migration_id)
             log.info("%s: domain %s arrived at epoch %d", self.node_id, domain.domain_id, epoch)
             self.publish()
         elif not decision.committed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import signal
@@ -53,15 +54,16 @@ class Node:
     name: str = ""
     state_dir: str = ""
     cmd: list[str] = field(default_factory=list)
+    metrics: str = ""  # HOST:PORT of its Prometheus endpoint
 
     def to_json(self) -> dict:
         return {"id": self.node_id, "name": self.name, "address": self.address, "pid": self.pid,
-                "state_dir": self.state_dir, "cmd": self.cmd}
+                "metrics": self.metrics, "state_dir": self.state_dir, "cmd": self.cmd}
 
     @classmethod
     def from_json(cls, d: dict) -> "Node":
         return cls(d["id"], d["address"], int(d["pid"]), None, d.get("name", d["id"]), d.get("state_dir", ""),
-                   list(d.get("cmd", [])))
+                   list(d.get("cmd", [])), d.get("metrics", ""))
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class ClusterOptions:
     state_dir: str | None = None
     detach: bool = False
     json_output: bool = False
+    mqtt_url: str | None = None  # None: start an embedded broker
+    cluster: str = "shoal"
 
     def validate(self) -> None:
         if not 1 <= self.nodes <= 256:
@@ -141,11 +145,14 @@ def plan_domains(opts: ClusterOptions) -> list[tuple[DomainSpec, int]]:
 
 
 # -- processes ------------------------------------------------------------------------
-def _agent_cmd(opts: ClusterOptions, node_dir: Path, origin_s: float, seed: int) -> list[str]:
+def _agent_cmd(opts: ClusterOptions, node_dir: Path, origin_s: float, seed: int, mqtt_url: str | None) -> list[str]:
     """The agent's command line, without --seeds (added at each start from who is up)."""
     cmd = [sys.executable, "-m", "shoal", "agent", "--state-dir", str(node_dir), "--listen", "127.0.0.1:0",
            "--cpu-cores", str(opts.cpu_cores), "--memory-mib", str(opts.memory_mib),
-           "--ready-file", str(node_dir / "ready.json"), "--clock-origin", repr(origin_s), "--rng-seed", str(seed)]
+           "--ready-file", str(node_dir / "ready.json"), "--clock-origin", repr(origin_s), "--rng-seed", str(seed),
+           "--metrics-listen", "127.0.0.1:0", "--cluster", opts.cluster]
+    if mqtt_url:
+        cmd += ["--mqtt", mqtt_url]
     if opts.config_file:
         cmd += ["--config", str(Path(opts.config_file).resolve())]
     return cmd
@@ -175,6 +182,7 @@ async def wait_ready(pending: list[Node], timeout_s: float = READY_TIMEOUT_S) ->
             if ready.exists():
                 info = json.loads(ready.read_text())
                 node.node_id, node.address, node.pid = info["id"], info["address"], info["pid"]
+                node.metrics = info.get("metrics", "")
                 waiting.remove(node)
         if waiting and time.monotonic() > deadline:
             raise LaunchError(f"agents {', '.join(n.name for n in waiting)} not ready within {timeout_s:.0f} s")
@@ -182,7 +190,7 @@ async def wait_ready(pending: list[Node], timeout_s: float = READY_TIMEOUT_S) ->
     return pending
 
 
-async def start_agents(opts: ClusterOptions, state_dir: Path) -> list[Node]:
+async def start_agents(opts: ClusterOptions, state_dir: Path, mqtt_url: str | None = None) -> list[Node]:
     """Starts node-0, then the others seeded with it; returns them once all listen."""
     origin_s = time.time()
     nodes: list[Node] = []
@@ -193,7 +201,7 @@ async def start_agents(opts: ClusterOptions, state_dir: Path) -> list[Node]:
             for i in batch:
                 name = f"node-{i}"
                 node_dir = state_dir / name
-                cmd = _agent_cmd(opts, node_dir, origin_s, opts.seed * 1000 + i)
+                cmd = _agent_cmd(opts, node_dir, origin_s, opts.seed * 1000 + i, mqtt_url)
                 proc = spawn_agent(name, cmd, seeds, node_dir, opts.detach)
                 group.append(Node("", "", proc.pid, proc, name, str(node_dir), cmd))
             nodes += group
@@ -357,10 +365,14 @@ async def create_domains(nodes: list[Node], plans: list[tuple[DomainSpec, int]])
             await c.close()
 
 
-def write_cluster_file(state_dir: Path, nodes: list[Node]) -> Path:
+def write_cluster_file(state_dir: Path, nodes: list[Node], extra: dict | None = None) -> Path:
+    """Writes cluster.json; top-level keys other than nodes (mqtt, broker_pid, ...) are kept."""
     path = state_dir / "cluster.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"nodes": [n.to_json() for n in nodes]}, indent=2))
+    doc = {k: v for k, v in json.loads(path.read_text()).items() if k != "nodes"} if path.exists() else {}
+    doc.update(extra or {})
+    doc["nodes"] = [n.to_json() for n in nodes]
+    tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, path)
     return path
 
@@ -378,15 +390,26 @@ async def cluster_up(opts: ClusterOptions, out: TextIO = sys.stdout, live: TextI
         tmp = tempfile.TemporaryDirectory(prefix="shoal-cluster-")
         state_dir = Path(tmp.name)
     nodes: list[Node] = []
+    broker, broker_proc = None, None
     started = time.monotonic()
     try:
-        nodes = await start_agents(opts, state_dir)
+        mqtt_url = opts.mqtt_url
+        if mqtt_url is None and opts.detach:
+            broker_proc, mqtt_url = await start_broker_process(state_dir)
+        elif mqtt_url is None:
+            from agent.adapters.telemetry import EmbeddedBroker
+            logging.getLogger("amqtt").setLevel(logging.WARNING)
+            broker = EmbeddedBroker("127.0.0.1", 0)
+            mqtt_url = await broker.start()
+        nodes = await start_agents(opts, state_dir, mqtt_url)
         await create_domains(nodes, plans)
         if opts.detach:
-            path = write_cluster_file(state_dir, nodes)
+            path = write_cluster_file(state_dir, nodes, {
+                "cluster": opts.cluster, "mqtt": mqtt_url.removeprefix("mqtt://"),
+                "broker_pid": broker_proc.pid if broker_proc else None})
             print(f"cluster of {len(nodes)} agents running; state in {path}", file=out)
             print(f"stop it with: shoal cluster down --state-dir {state_dir}", file=out)
-            nodes = []  # detached: leave them running
+            nodes, broker_proc = [], None  # detached: leave them running
             return None
         clients = [ControlClient(n.address) for n in nodes]
         try:
@@ -423,14 +446,46 @@ async def cluster_up(opts: ClusterOptions, out: TextIO = sys.stdout, live: TextI
     finally:
         if nodes:
             stop_processes(nodes)
+        if broker is not None:
+            await broker.stop()
+        if broker_proc is not None:
+            stop_processes([Node("broker", "", broker_proc.pid, broker_proc, "broker")])
         if tmp is not None:
             tmp.cleanup()
+
+
+async def start_broker_process(state_dir: Path) -> tuple[subprocess.Popen, str]:
+    """The embedded broker as a detached process (a detached cluster outlives the launcher)."""
+    ready = state_dir / "broker.json"
+    ready.unlink(missing_ok=True)
+    with open(state_dir / "broker.log", "ab") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "shoal", "broker", "--listen", "127.0.0.1:0",
+                                 "--ready-file", str(ready)], stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise LaunchError(f"MQTT broker exited with code {proc.returncode}; see {state_dir / 'broker.log'}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise LaunchError("MQTT broker not ready in time")
+        await asyncio.sleep(0.05)
+    return proc, json.loads(ready.read_text())["url"]
 
 
 def cluster_down(state_dir: str, out: TextIO = sys.stdout) -> int:
     path, nodes = read_cluster_file(state_dir)
     for line in stop_processes(nodes):
         print(line, file=out)
+    broker_pid = json.loads(path.read_text()).get("broker_pid")
+    if broker_pid and _alive(broker_pid) and b"broker" in Path(f"/proc/{broker_pid}/cmdline").read_bytes():
+        os.kill(broker_pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while _alive(broker_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(broker_pid):
+            os.kill(broker_pid, signal.SIGKILL)
+        print(f"broker (pid {broker_pid}) stopped", file=out)
     path.unlink()
     return 0
 

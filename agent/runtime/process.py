@@ -15,6 +15,8 @@ from typing import Any
 
 from agent.adapters.grpc_server import start_server
 from agent.adapters.journal import Journal, JournalError
+from agent.adapters.prom import AgentMetrics
+from agent.adapters.telemetry import TelemetryPublisher
 from agent.core.ownership import fold
 from agent.runtime.identity import save_incarnation
 from agent.core.config import AgentConfig, ConfigError, config_from_mapping
@@ -38,6 +40,10 @@ class AgentOptions:
     membership: MembershipConfig | None = None
     ready_file: str | None = None
     state_dir: str | None = None  # holds the journal; None: nothing survives a restart
+    metrics_listen: str | None = None  # Prometheus /metrics on HOST:PORT
+    mqtt_url: str | None = None  # telemetry broker, mqtt://HOST:PORT
+    cluster: str = "shoal"
+    telemetry_format: str = "json"
     advertise: str | None = None  # the address peers should use, when it differs from --listen
     rng_seed: int | None = None
     clock_origin_s: float | None = None
@@ -127,11 +133,21 @@ async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
     server, bound = await start_server(agent, opts.listen)
     address = advertised_address(bound, opts.advertise)
     agent.bind(address)
+    metrics_server, metrics_address = None, ""
+    if opts.metrics_listen:
+        agent.prom = AgentMetrics(node_id=opts.node_id, cluster=opts.cluster)
+        host, port = opts.metrics_listen.rsplit(":", 1)
+        metrics_server, bound_port = agent.prom.start_http(host, int(port))
+        metrics_address = f"{host}:{bound_port}"
+    if opts.mqtt_url:
+        agent.telemetry = TelemetryPublisher(opts.mqtt_url, opts.cluster, opts.node_id, opts.telemetry_format)
+        await agent.telemetry.start()
     agent.start_loops()
     log.info("%s: serving on %s (incarnation %d, %g cores, %d MiB, seeds %s)", opts.node_id, address,
              opts.incarnation, opts.cpu_cores, opts.memory_mib, ",".join(opts.seeds) or "none")
     if opts.ready_file:
-        write_ready_file(opts.ready_file, {"id": opts.node_id, "address": address, "pid": os.getpid()})
+        write_ready_file(opts.ready_file, {"id": opts.node_id, "address": address, "pid": os.getpid(),
+                                           "metrics": metrics_address})
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -145,3 +161,27 @@ async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
         log.info("%s: stopping", opts.node_id)
         await agent.stop()
         await server.stop(grace=1.0)
+        if agent.telemetry is not None:
+            await agent.telemetry.stop()
+        if metrics_server is not None:
+            metrics_server.stop()
+
+
+async def run_broker(listen: str, ready_file: str | None, stop: asyncio.Event | None = None) -> None:
+    """The embedded MQTT broker as a process of its own (for detached clusters)."""
+    from agent.adapters.telemetry import EmbeddedBroker
+
+    logging.getLogger("amqtt").setLevel(logging.WARNING)  # it logs every connection at INFO
+    host, port = listen.rsplit(":", 1)
+    broker = EmbeddedBroker(host, int(port))
+    url = await broker.start()
+    if ready_file:
+        write_ready_file(ready_file, {"url": url, "pid": os.getpid()})
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await broker.stop()
