@@ -149,8 +149,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "lan": {},
     # Loopback and one host (memberlist DefaultLocalConfig, probing twice as often):
     # round trips are ~1 ms, so short timeouts are safe and detection stays under 10 s at N = 10.
-    "local": {"probe_interval_ms": 500, "probe_timeout_ms": 200, "suspicion_mult": 3,
-              "suspicion_max_timeout_mult": 3, "retransmit_mult": 3, "gossip_interval_ms": 100,
+    "local": {"probe_interval_ms": 500, "probe_timeout_ms": 200, "suspicion_mult": 4,
+              "suspicion_max_timeout_mult": 2, "retransmit_mult": 3, "gossip_interval_ms": 100,
               "shuffle_interval_ms": 2_000, "sync_interval_ms": 10_000, "join_backoff_ms": 250,
               "join_backoff_ms_max": 5_000, "reconnect_interval_ms": 10_000},
     # memberlist DefaultWANConfig: slow links, long round trips, more suspicion headroom.
