@@ -57,6 +57,17 @@ def _seeds(text: str) -> tuple[str, ...]:
     return tuple(_address(s.strip()) for s in text.split(",") if s.strip())
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shoal",
@@ -64,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "guest domains by local rules, so the cluster balances itself with no central manager.")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="log verbosity (logs go to stderr)")
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="text lines, or one JSON object per line (ts, level, logger, message)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     a = sub.add_parser("agent", help="run one node agent in the foreground",
@@ -465,8 +478,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
+    logging.getLogger("amqtt").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
     handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status, "domain": _cmd_domain,
                 "bench": _cmd_bench, "broker": _cmd_broker}
     try:

@@ -100,3 +100,18 @@ def test_advertised_address_keeps_the_bound_port_for_port_zero():
     assert advertised_address("0.0.0.0:4321", "10.1.2.3:0") == "10.1.2.3:4321"
     assert advertised_address("0.0.0.0:4321", "shoal-0.shoal:7946") == "shoal-0.shoal:7946"
     assert advertised_address("127.0.0.1:4321", None) == "127.0.0.1:4321"
+
+
+def test_json_log_format_writes_one_object_per_line():
+    import json
+    out = run("--log-format", "json", "status", "--target", "127.0.0.1:1", timeout=30)
+    assert out.returncode == 1
+    out2 = run("--log-format", "json", "agent", "--id", "x", "--listen", "127.0.0.1:0", "--cpu-cores", "1",
+               "--config", "/nonexistent.toml", timeout=30)
+    assert out2.returncode == 2
+    from shoal.cli import JsonFormatter
+    import logging
+    line = JsonFormatter().format(logging.LogRecord("shoal.agent", logging.WARNING, __file__, 1, "hello %s", ("x",),
+                                                    None))
+    assert json.loads(line) == {"ts": json.loads(line)["ts"], "level": "WARNING", "logger": "shoal.agent",
+                                "message": "hello x"}

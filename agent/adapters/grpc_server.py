@@ -8,9 +8,14 @@ and never takes the agent down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE_NAME
+from grpc_health.v1.health import aio as health
+from grpc_reflection.v1alpha import reflection
 
 from agent.adapters import grpc_codec as codec
 from agent.adapters.grpc_client import channel_options
@@ -207,13 +212,56 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         return control_pb2.SetBalancingResponse(enabled=self.agent.balancing, migrations_inflight=inflight)
 
 
+SHOAL_SERVICES = ("shoal.v1.Gossip", "shoal.v1.Membership", "shoal.v1.Migration", "shoal.v1.Control")
+
+
+class HealthReporter:
+    """Keeps grpc.health.v1 in step with the agent: joining, serving, draining."""
+
+    def __init__(self, agent: Agent, servicer: health.HealthServicer) -> None:
+        self.agent = agent
+        self.servicer = servicer
+        self.state = ""
+
+    def agent_state(self) -> str:
+        if self.agent.target.draining:
+            return "draining"
+        if self.agent.membership is None or not self.agent.membership.joined:
+            return "joining"
+        return "serving"
+
+    async def update(self) -> None:
+        state = self.agent_state()
+        if state == self.state:
+            return
+        self.state = state
+        code = (health_pb2.HealthCheckResponse.SERVING if state == "serving"
+                else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *SHOAL_SERVICES):
+            await self.servicer.set(name, code)
+        log.info("%s: health %s", self.agent.node_id, state)
+
+    async def run(self, interval_s: float = 0.2) -> None:
+        while True:
+            await self.update()
+            await asyncio.sleep(interval_s)
+
+
 async def start_server(agent: Agent, listen: str) -> tuple[grpc.aio.Server, str]:
-    """Binds and starts the server; returns it and the bound HOST:PORT (port 0 picks one)."""
+    """Binds and starts the server; returns it and the bound HOST:PORT (port 0 picks one).
+
+    Besides Shoal's services it serves grpc.health.v1 (tracking joining /
+    serving / draining) and server reflection, so stock gRPC tools work.
+    """
     server = grpc.aio.server(options=channel_options(agent.config))
     gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(agent), server)
     membership_pb2_grpc.add_MembershipServicer_to_server(MembershipServicer(agent), server)
     migration_pb2_grpc.add_MigrationServicer_to_server(MigrationServicer(agent), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(agent), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SHOAL_SERVICES, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+    agent.health = HealthReporter(agent, health_servicer)
     host = listen.rsplit(":", 1)[0]
     port = server.add_insecure_port(listen)
     if port == 0:

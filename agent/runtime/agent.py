@@ -125,6 +125,7 @@ class Agent:
         self.journal = journal
         # Telemetry sinks, set by the process shell; they never feed back into decisions.
         self.telemetry = None  # agent.adapters.telemetry.TelemetryPublisher
+        self.health = None  # agent.adapters.grpc_server.HealthReporter, set by start_server
         self.prom = None  # agent.adapters.prom.AgentMetrics
         self._last_report_s = 0.0
         self.persist_incarnation = persist_incarnation
@@ -249,6 +250,8 @@ class Agent:
         for coro in (self._membership_loop(), self._gossip_loop(), self._policy_loop(), self._housekeeping_loop(),
                      self._resolve_recovered()):
             self._spawn(coro)
+        if self.health is not None:
+            self._spawn(self.health.run())
 
     async def stop(self) -> None:
         """Announces `left` (best effort, bounded), then stops every loop."""
