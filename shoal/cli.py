@@ -224,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--listen", type=_address, default="127.0.0.1:1883", help="HOST:PORT (port 0 picks one)")
     br.add_argument("--ready-file", help="write {url, pid} as JSON here once listening")
 
+    top = sub.add_parser("top", help="live terminal view of the cluster as one agent sees it",
+                         description="A live view from one agent's status: a row per known node (utilization bar, "
+                                     "domains, membership state, migrations in flight) and a scrolling event log, "
+                                     "refreshed every --interval seconds. Ctrl-C quits.")
+    top.add_argument("--target", required=True, type=_address, help="the agent's HOST:PORT")
+    top.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between refreshes (default 1)")
+    top.add_argument("--iterations", type=_positive_int, help="stop after this many refreshes (default: run on)")
+
     s = sub.add_parser("status", help="show one agent's view of itself and its peers",
                        description="Ask one agent for its state: utilization, domains, known peers with their "
                                    "last reported utilization and age, migrations and counters.")
@@ -335,6 +343,17 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"broker on {args.listen}: {exc}") from None
     return EXIT_OK
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    import grpc
+
+    from agent.runtime.top import run_top
+
+    try:
+        return asyncio.run(run_top(args.target, args.interval, args.iterations))
+    except grpc.aio.AioRpcError as exc:
+        raise CliError(f"cannot get status from {args.target}: {exc.code().name}: {exc.details()}") from None
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -484,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, handlers=[handler])
     logging.getLogger("amqtt").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
     handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status, "domain": _cmd_domain,
-                "bench": _cmd_bench, "broker": _cmd_broker}
+                "bench": _cmd_bench, "broker": _cmd_broker,
+                "top": _cmd_top}
     try:
         return handlers[args.command](args)
     except CliError as exc:
