@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--to", required=True, help="the destination node's id")
     migrate.add_argument("--bandwidth-mib-s", type=float, default=0.0,
                          help="bandwidth cap of this migration (default: the agent's migration_bandwidth_mib_s)")
+    migrate.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                         help="wait for the outcome (default); --no-wait returns once it has started")
     migrate.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
     bench = sub.add_parser("bench", help="benchmarks on real agent processes",
@@ -444,7 +446,15 @@ def _cmd_domain(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not (args.bandwidth_mib_s >= 0 and math.isfinite(args.bandwidth_mib_s)):
             raise CliError("--bandwidth-mib-s must be a finite number >= 0", EXIT_USAGE)
-        resp = asyncio.run(call(lambda c: c.migrate(args.domain, args.to, bandwidth_mib_s=args.bandwidth_mib_s)))
+        resp = asyncio.run(call(lambda c: c.migrate(args.domain, args.to, bandwidth_mib_s=args.bandwidth_mib_s,
+                                                    wait=args.wait)))
+        if not args.wait:
+            if resp.migration_id:
+                print(json.dumps({"started": True, "migration_id": resp.migration_id}) if args.json else
+                      f"migration {resp.migration_id} of {args.domain} to {args.to} started")
+                return EXIT_OK
+            print(f"shoal: error: migration of {args.domain} not started: {resp.reason}", file=sys.stderr)
+            return EXIT_ERROR
     except grpc.aio.AioRpcError as exc:
         raise CliError(f"{args.target} refused: {exc.code().name}: {exc.details()}") from None
     result = {"migrated": resp.migrated, "reason": resp.reason, "migration_id": resp.migration_id,

@@ -158,6 +158,9 @@ def test_domain_create_and_migrate_through_the_cli(tmp_path):
                         "--json", timeout=60)
             return out.returncode == 0 and json.loads(out.stdout)["epoch"] == 2
 
+        started = shoal("domain", "migrate", "--target", a["address"], "--domain", "nope", "--to", b["id"],
+                        "--no-wait", timeout=60)
+        assert started.returncode == 1 and "not started" in started.stderr and "no domain nope" in started.stderr
         wait_until_sync(migrated, 20, "web-1 to migrate to b")
         again = shoal("domain", "migrate", "--target", a["address"], "--domain", "web-1", "--to", b["id"], timeout=60)
         assert again.returncode == 1 and "no domain web-1" in again.stderr

@@ -178,3 +178,20 @@ async def test_status_reports_members_and_traffic_rates(local_cluster):
     assert all(m["status"] == "alive" and m["incarnation"] >= 1 for m in st["members"])
     assert st["rates"]["messages_sent_per_s"] > 0 and st["rates"]["bytes_received_per_s"] > 0
     assert st["counters"]["membership_probes_sent"] > 0
+
+
+async def test_incoming_reservation_is_listed_as_reserved_in(local_cluster):
+    a = await local_cluster.add("a", loops=False)
+    req = PrepareRequest("m-1", "src", spec(5, memory_mib=512), 1, 1.0, 8.0, 8.0,
+                         MemoryImageForTest.bytes_for(512, a.config.image_real_bytes_max), False)
+    assert a.on_prepare(req).accepted
+    listed = {d["id"]: d for d in a.status()["domains"]}
+    assert listed["dom-5"]["state"] == "reserved-in" and listed["dom-5"]["epoch"] == 2
+    assert a.status()["migrations"][0]["direction"] == "in"
+
+
+class MemoryImageForTest:
+    @staticmethod
+    def bytes_for(memory_mib: int, real_bytes_max: int) -> int:
+        from hypervisor.memory import PAGE_SIZE, MemoryImage
+        return MemoryImage.empty(memory_mib, real_bytes_max).real_page_count * PAGE_SIZE

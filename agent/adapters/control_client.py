@@ -55,9 +55,10 @@ class ControlClient:
         await self.stub.CreateDomain(control_pb2.CreateDomainRequest(spec=codec.spec_to_pb(spec)), timeout=timeout_s)
 
     async def migrate(self, domain_id: str, target_node_id: str, bandwidth_mib_s: float = 0.0,
-                      timeout_s: float = 600.0):
+                      timeout_s: float = 600.0, wait: bool = True):
         return await self.stub.MigrateDomain(control_pb2.MigrateDomainRequest(
-            domain_id=domain_id, target_node_id=target_node_id, bandwidth_mib_s=bandwidth_mib_s), timeout=timeout_s)
+            domain_id=domain_id, target_node_id=target_node_id, bandwidth_mib_s=bandwidth_mib_s, no_wait=not wait),
+            timeout=timeout_s)
 
     async def save_domain(self, domain_id: str, timeout_s: float = 120.0) -> bytes:
         parts = [piece.data async for piece in self.stub.SaveDomain(

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from agent.adapters import grpc_codec as codec
 from agent.adapters.grpc_client import channel_options
+from agent.core.handoff import OutgoingMigration
 from agent.core.validation import InputRejected
 from agent.runtime.agent import Agent, Refused
 from shoal.v1 import (control_pb2, control_pb2_grpc, gossip_pb2_grpc, membership_pb2, membership_pb2_grpc,
@@ -164,6 +165,14 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def MigrateDomain(self, request, context):
         if request.bandwidth_mib_s < 0 or request.bandwidth_mib_s != request.bandwidth_mib_s:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bandwidth_mib_s must be >= 0")
+        if request.no_wait:
+            began = self.agent.begin_migration(request.domain_id, request.target_node_id, require_improvement=False,
+                                               bandwidth_mib_s=request.bandwidth_mib_s or None)
+            if not isinstance(began, OutgoingMigration):
+                return control_pb2.MigrateDomainResponse(migrated=False, reason=began.reason)
+            self.agent.spawn(self.agent.run_migration(began))
+            return control_pb2.MigrateDomainResponse(migrated=False, reason="started",
+                                                     migration_id=began.migration_id, epoch=began.epoch)
         result = await self.agent.migrate(request.domain_id, request.target_node_id, require_improvement=False,
                                           bandwidth_mib_s=request.bandwidth_mib_s or None)
         return control_pb2.MigrateDomainResponse(migrated=result.migrated, reason=result.reason,

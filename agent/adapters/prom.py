@@ -147,7 +147,7 @@ class AgentMetrics:
 
     def update_from_status(self, status: Mapping) -> None:
         """Gauges and counters from Agent.status() (call it on the event loop)."""
-        self.set_load(status["cpu_utilization"], status["memory_utilization"], len(status["domains"]))
+        self.set_load(status["cpu_utilization"], status["memory_utilization"], sum(d.get("state") != "reserved-in" for d in status["domains"]))
         self.sync_counters(status["counters"])
 
     # -- the flat counters ----------------------------------------------------------------

@@ -162,7 +162,7 @@ class Agent:
             self.telemetry.publish_state({
                 "node": self.node_id, "address": self.address, "t_s": round(time.time(), 3),
                 "cpu_utilization": st["cpu_utilization"], "memory_utilization": st["memory_utilization"],
-                "domains": len(st["domains"]), "members": sum(m["status"] == "alive" for m in st["members"]),
+                "domains": sum(d["state"] != "reserved-in" for d in st["domains"]), "members": sum(m["status"] == "alive" for m in st["members"]),
                 "migrations_inflight": len(st["migrations"]),
                 "mean_utilization_estimate": st["mean_utilization_estimate"]})
 
@@ -267,6 +267,10 @@ class Agent:
         await self.clients.close()
         if self.journal is not None:
             self.journal.close()
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Runs a coroutine as one of the agent's tasks (cancelled on stop)."""
+        return self._spawn(coro)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -867,6 +871,11 @@ class Agent:
                     "memory_mib": d.spec.memory_mib, "vcpus": d.spec.vcpus, "workload": d.spec.workload.to_text(),
                     "dirty_rate_mib_s": d.spec.dirty_rate_mib_s, "wws_mib": d.spec.wws_mib}
                    for d in sorted(self.host.domains.values(), key=lambda d: d.domain_id)]
+        # Incoming handoffs hold a reservation here: listed as reserved-in (not an active copy).
+        domains += [{"id": m.spec.domain_id, "epoch": m.epoch + 1, "state": "reserved-in", "cpu_demand_cores": 0.0,
+                     "cpu_allocated_cores": 0.0, "memory_mib": m.spec.memory_mib, "vcpus": m.spec.vcpus,
+                     "workload": m.spec.workload.to_text(), "dirty_rate_mib_s": m.spec.dirty_rate_mib_s,
+                     "wws_mib": m.spec.wws_mib} for m in self.target.active()]
         peers = [{"id": load.node_id, "address": load.address, "cpu_utilization": round(load.cpu_utilization, 4),
                   "memory_utilization": round(load.memory_utilization, 4), "age_s": round(age, 3),
                   "domains": load.domains} for load, age in self.dissemination.peers(self.now_s())]

@@ -287,7 +287,7 @@ def render_table(statuses: list[dict | None], nodes: list[Node], elapsed_s: floa
         c = s["counters"]
         cpu = s["cpu_utilization"]
         bar = "#" * min(40, int(round(cpu * 20)))
-        lines.append(f"{node.name:<10}{cpu * 100:7.1f}{s['memory_utilization'] * 100:7.1f}{len(s['domains']):9d}"
+        lines.append(f"{node.name:<10}{cpu * 100:7.1f}{s['memory_utilization'] * 100:7.1f}{len(held(s)):9d}"
                      f"{c.get('migrations_succeeded', 0):10d}{c.get('migrations_received', 0):9d}  {bar}")
     cpus = [s["cpu_utilization"] for s in statuses if s]
     if cpus:
@@ -308,12 +308,19 @@ def account_domains(expected: list[str], statuses: list[dict | None]) -> tuple[l
     active: dict[str, int] = {}
     for s in statuses:
         for d in (s or {}).get("domains", []):
+            if d["state"] == "reserved-in":
+                continue  # a reservation, not a copy
             held.add(d["id"])
             if d["state"] in ACTIVE_STATES:
                 active[d["id"]] = active.get(d["id"], 0) + 1
     lost = sorted(d for d in expected if d not in held)
     dup = sorted(d for d, count in active.items() if count > 1)
     return lost, dup
+
+
+def held(status: dict) -> list[dict]:
+    """The domains a node holds (an incoming reservation is not one yet)."""
+    return [d for d in status["domains"] if d["state"] != "reserved-in"]
 
 
 def summary(nodes: list[Node], statuses: list[dict | None], expected: list[str], initial_cov: float,
@@ -324,8 +331,8 @@ def summary(nodes: list[Node], statuses: list[dict | None], expected: list[str],
         "nodes": [{"id": n.node_id, "name": n.name, "address": n.address,
                    "cpu_utilization": s["cpu_utilization"] if s else None,
                    "memory_utilization": s["memory_utilization"] if s else None,
-                   "domains": len(s["domains"]) if s else None} for n, s in zip(nodes, statuses)],
-        "domains_total": sum(len(s["domains"]) for s in statuses if s),
+                   "domains": len(held(s)) if s else None} for n, s in zip(nodes, statuses)],
+        "domains_total": sum(len(held(s)) for s in statuses if s),
         "migrations": sum(s["counters"].get("migrations_succeeded", 0) for s in statuses if s),
         "migrations_failed": sum(v for s in statuses if s for k, v in s["counters"].items()
                                  if k.startswith("migrations_failed")),

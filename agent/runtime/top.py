@@ -35,7 +35,7 @@ def rows(status: dict) -> list[dict]:
     peers = {p["id"]: p for p in status["peers"]}
     members = {m["id"]: m for m in status["members"]}
     out = [{"id": status["id"], "cpu": status["cpu_utilization"], "mem": status["memory_utilization"],
-            "domains": len(status["domains"]), "state": "self", "migrations": len(status["migrations"])}]
+            "domains": sum(d["state"] != "reserved-in" for d in status["domains"]), "state": "self", "migrations": len(status["migrations"])}]
     for node_id in sorted(set(peers) | set(members) - {status["id"]}):
         p, m = peers.get(node_id), members.get(node_id)
         out.append({"id": node_id, "cpu": p["cpu_utilization"] if p else None,

@@ -73,6 +73,19 @@ methods:
 
 Views are snapshots: a policy's own bookkeeping (such as CloudSim's tentative
 re-allocation) is its business and never changes the engine's state.
+
+What a decision may know of the demand
+--------------------------------------
+At a tick the views carry the demand just computed for that tick: the trace
+sample that starts the interval being decided (interpolated 0.1 s into it),
+which is what CloudSim's policies see, and it holds, as a step, until the
+next processing time. ``view_lag_ticks=1`` takes that away: every
+demand-derived field of a view (each VM's request, allocation and history,
+the host's requested and allocated MIPS and utilization) is computed from the
+sample of the previous tick, as a monitor that reports the last interval
+would, so a policy sees no sample of the interval it is deciding. Placement,
+migration state and RAM stay current. The metering never changes: the lag
+only affects what policies read.
 """
 
 from __future__ import annotations
@@ -100,7 +113,7 @@ _DONE, _WAKE = 0, 1
 
 class _Vm:
     __slots__ = ("vm_id", "name", "mips", "ram_mb", "samples", "host", "in_migration", "busy", "req",
-                 "history", "history_t", "meter", "finished")
+                 "history", "history_t", "meter", "finished", "u_start")
 
     def __init__(self, vm_id: int, name: str, mips: float, ram_mb: int, samples: tuple[float, ...]) -> None:
         self.vm_id = vm_id
@@ -116,6 +129,7 @@ class _Vm:
         self.history_t = 0.0
         self.meter = VmMeter()
         self.finished = False
+        self.u_start = 0.0           # utilization when the cloudlet starts (what a lagged view shows first)
 
 
 class _Host:
@@ -176,9 +190,12 @@ class EngineOutcome:
 class Engine:
     def __init__(self, traces: Sequence[Trace], host_count: int, policy: Policy, accounting: Accounting,
                  *, limit_s: float = DAY_S, interval_s: float = SAMPLE_INTERVAL_S,
-                 start_s: float = START_S) -> None:
+                 start_s: float = START_S, view_lag_ticks: int = 0) -> None:
         if host_count <= 0 or not traces:
             raise ValueError("need at least one host and one trace")
+        if view_lag_ticks not in (0, 1):
+            raise ValueError("view_lag_ticks must be 0 (the tick's own sample) or 1 (the previous tick's)")
+        self.view_lag_ticks = view_lag_ticks
         self.policy = policy
         self.acct = accounting
         self.limit_s = limit_s
@@ -187,6 +204,8 @@ class Engine:
         n = len(traces)
         self.vms = [_Vm(i, tr.name, vm_type_for(i, n).mips, vm_type_for(i, n).ram_mb, tr.samples)
                     for i, tr in enumerate(traces)]
+        for vm in self.vms:
+            vm.u_start = utilization_at(vm.samples, start_s, interval_s)
         self.hosts = [_Host(i, host_type_for(i)) for i in range(host_count)]
         self.host_ids = tuple(range(host_count))
         self.last_t = 0.0
@@ -524,6 +543,8 @@ class Engine:
     # --------------------------------------------------------------- views
 
     def _view(self, host_id: int) -> HostView:
+        if self.view_lag_ticks:
+            return self._lagged_view(host_id)
         h = self.hosts[host_id]
         ram_enforced = self.acct.ram_enforced
         allocs = h.allocs if len(h.allocs) == len(h.vms) else [0.0] * len(h.vms)
@@ -534,6 +555,52 @@ class Engine:
         ram_free = h.ram_mb - h.ram_charged_mb if ram_enforced else h.ram_mb
         return HostView(h.host_id, h.htype.name, h.htype.pes, h.pe_mips, h.total_mips, h.ram_mb, ram_free,
                         h.power, h.state, h.util, h.req_mips, h.alloc_mips, vms)
+
+    def _lagged_view(self, host_id: int) -> HostView:
+        """The view as a monitor reporting the previous tick's sample would give it (view_lag_ticks=1).
+
+        Each listed VM's request is its utilization at the previous tick (at
+        the first tick: when its cloudlet started) x MIPS; the allocations
+        share the host's CPU among those requests by the engine's rule (an
+        incoming VM asks for 10 %, a migrating-out VM gets 90 %).
+        """
+        h = self.hosts[host_id]
+        ram_enforced = self.acct.ram_enforced
+        total = h.total_mips
+        pe = h.pe_mips
+        overhead = h.overhead_mips if h.overhead_mips < total else total
+        share_total = total - overhead
+        rows = []
+        sum_tr = 0.0
+        for vm in h.vms:
+            hist = tuple(vm.history)
+            u = hist[1] if len(hist) > 1 else vm.u_start
+            r = u * vm.mips
+            c = pe if r > pe else r
+            incoming = vm.vm_id in h.incoming
+            tr = c * 0.1 if incoming else c
+            sum_tr += tr
+            rows.append((vm, hist[1:], r, c, incoming))
+        scale = share_total / sum_tr if sum_tr > share_total else 1.0
+        vms = []
+        util_mips = 0.0
+        req_mips = 0.0
+        for vm, hist, r, c, incoming in rows:
+            granted = c * scale
+            if incoming:
+                a = granted * 0.1
+                util_mips += a
+                req_mips += r if self.acct.dst_requests_full else c * 0.1
+            else:
+                a = granted * 0.9 if vm.in_migration else granted
+                util_mips += granted
+                req_mips += r
+            vms.append(VmView(vm.vm_id, vm.mips, vm.ram_mb, vm.ram_mb if ram_enforced else 0, r, a,
+                              vm.host.host_id, vm.in_migration or vm.busy, incoming, hist))
+        util = min(1.0, (util_mips + overhead) / total) if vms else 0.0
+        ram_free = h.ram_mb - h.ram_charged_mb if ram_enforced else h.ram_mb
+        return HostView(h.host_id, h.htype.name, h.htype.pes, h.pe_mips, h.total_mips, h.ram_mb, ram_free,
+                        h.power, h.state, util, req_mips, util_mips, tuple(vms))
 
     # ------------------------------------------------------------- results
 

@@ -31,6 +31,7 @@ class Result:
     host_views_per_interval: float = 0.0   # how many hosts the policy read per interval
     simulated_s: float = 0.0
     seed: int = 0
+    view_lag_ticks: int = 0                # 1: decisions saw the previous tick's sample only
 
     def to_dict(self) -> dict:
         d = asdict(self)

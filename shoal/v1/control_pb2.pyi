@@ -180,14 +180,16 @@ class CreateDomainResponse(_message.Message):
     def __init__(self, domain: _Optional[_Union[DomainStatus, _Mapping]] = ...) -> None: ...
 
 class MigrateDomainRequest(_message.Message):
-    __slots__ = ("domain_id", "target_node_id", "bandwidth_mib_s")
+    __slots__ = ("domain_id", "target_node_id", "bandwidth_mib_s", "no_wait")
     DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_MIB_S_FIELD_NUMBER: _ClassVar[int]
+    NO_WAIT_FIELD_NUMBER: _ClassVar[int]
     domain_id: str
     target_node_id: str
     bandwidth_mib_s: float
-    def __init__(self, domain_id: _Optional[str] = ..., target_node_id: _Optional[str] = ..., bandwidth_mib_s: _Optional[float] = ...) -> None: ...
+    no_wait: bool
+    def __init__(self, domain_id: _Optional[str] = ..., target_node_id: _Optional[str] = ..., bandwidth_mib_s: _Optional[float] = ..., no_wait: _Optional[bool] = ...) -> None: ...
 
 class MigrateDomainResponse(_message.Message):
     __slots__ = ("migrated", "reason", "migration_id", "epoch", "bytes_sent", "duration_s", "rounds", "downtime_ms", "stop_reason", "accounted_bytes", "hash_equal")

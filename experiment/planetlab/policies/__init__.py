@@ -9,6 +9,17 @@
 | drs       | greedy load balancer in the manner of VMware DRS, no DPM             |
 
 ``thr-mmt-T`` and ``lr-mmt-S`` pick another threshold or safety parameter.
+
+The DECENTRALIZED policies (one agent per host, neighbour view and gossip
+only) live in ``experiment.planetlab.decentralized``; ``make_policy`` builds
+them too:
+
+| name        | what                                                               |
+|-------------|--------------------------------------------------------------------|
+| balance     | agent.core.policy's rule: hot hosts push load to cooler neighbours |
+| consolidate | agent.core.consolidate: drain light hosts, sleep, wake on overload |
+
+``consolidate:key=value,...`` overrides its settings (see decentralized.py).
 """
 
 from __future__ import annotations
@@ -24,10 +35,14 @@ if TYPE_CHECKING:  # a seeded random.Random is passed in, never the global one
     from random import Random
 
 POLICY_NAMES = ("npa", "dvfs", "thr-mmt", "lr-mmt", "drs")
+DECENTRALIZED_NAMES = ("balance", "consolidate")
 
 
 def make_policy(name: str, rng: Random | None = None) -> Policy:
     """A fresh policy by name (``rng`` is for policies that draw; the reference ones do not)."""
+    if name.partition(":")[0] in DECENTRALIZED_NAMES:
+        from ..decentralized import make_decentralized     # imports this package's placement
+        return make_decentralized(name, rng)
     if name == "npa":
         return NoMigrationPolicy("npa", power_aware=False)
     if name == "dvfs":
@@ -40,7 +55,8 @@ def make_policy(name: str, rng: Random | None = None) -> Policy:
             if detector == "thr":
                 return CloudSimMigrationPolicy("thr", threshold=param)
             return CloudSimMigrationPolicy("lr", safety=param)
-    raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
+    raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES + DECENTRALIZED_NAMES)}")
 
 
-__all__ = ["CloudSimMigrationPolicy", "DrsPolicy", "NoMigrationPolicy", "POLICY_NAMES", "make_policy"]
+__all__ = ["CloudSimMigrationPolicy", "DECENTRALIZED_NAMES", "DrsPolicy", "NoMigrationPolicy", "POLICY_NAMES",
+           "make_policy"]
