@@ -234,6 +234,33 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between refreshes (default 1)")
     top.add_argument("--iterations", type=_positive_int, help="stop after this many refreshes (default: run on)")
 
+    exp = sub.add_parser("experiment", help="reproducible experiments on real traces",
+                         description="Experiments that run Shoal's policies on recorded workloads.")
+    esub = exp.add_subparsers(dest="experiment_command", metavar="EXPERIMENT", required=True)
+    pl = esub.add_parser("planetlab", help="Beloglazov & Buyya's PlanetLab day: decentralized vs CloudSim's policies",
+                         description="Replay one PlanetLab day (one VM per trace, 300 s intervals, CloudSim's hosts "
+                                     "and power tables) under a policy and print energy, migrations, SLATAH, PDM, "
+                                     "SLAV, ESV and the overall SLA violation. npa, dvfs, thr-mmt, lr-mmt and drs "
+                                     "are centralized (they read every host); balance and consolidate are Shoal's "
+                                     "agents, each seeing only its neighbour view.")
+    pl.add_argument("--day", default="20110303", help="day folder under the workloads (default 20110303)")
+    pl.add_argument("--policy", default="consolidate",
+                    help="npa, dvfs, thr-mmt[-T], lr-mmt[-S], drs, balance, consolidate[:key=value,...] "
+                         "(default consolidate)")
+    pl.add_argument("--compare", action="store_true", help="run every policy on the day and print one table")
+    pl.add_argument("--hosts", type=_positive_int, default=800, help="hosts (default 800)")
+    pl.add_argument("--accounting", choices=["cloudsim", "strict"], default="cloudsim",
+                    help="cloudsim (its RAM quirk and free switch-off) or strict (RAM enforced, standby power, "
+                         "wake-up and migration costs); default cloudsim")
+    pl.add_argument("--no-lookahead", action="store_true",
+                    help="decisions see only the previous interval's sample")
+    pl.add_argument("--seed", type=int, default=0, help="seed of the decentralized policies' random choices")
+    pl.add_argument("--hours", type=_positive_float, default=24.0, help="replay only this many hours (default 24)")
+    pl.add_argument("--workloads-dir", help="folder of day folders (default ../shared/workloads/planetlab, or "
+                                            "SHOAL_PLANETLAB_DIR)")
+    pl.add_argument("--plot", help="draw active hosts, utilization spread and migrations to this PNG")
+    pl.add_argument("--json", action="store_true", help="print JSON instead of the table")
+
     s = sub.add_parser("status", help="show one agent's view of itself and its peers",
                        description="Ask one agent for its state: utilization, domains, known peers with their "
                                    "last reported utilization and age, migrations and counters.")
@@ -344,6 +371,21 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         asyncio.run(run_broker(args.listen, args.ready_file))
     except OSError as exc:
         raise CliError(f"broker on {args.listen}: {exc}") from None
+    return EXIT_OK
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from experiment.planetlab.cli import COMPARE_POLICIES, run_experiment
+
+    policies = list(COMPARE_POLICIES) if args.compare else [args.policy]
+    try:
+        run_experiment(args.day, policies, hosts=args.hosts, accounting=args.accounting, seed=args.seed,
+                       lookahead=not args.no_lookahead, hours=args.hours, workloads_dir=args.workloads_dir,
+                       json_output=args.json, plot_path=args.plot)
+    except FileNotFoundError as exc:
+        raise CliError(f"workloads not found: {exc}") from None
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     return EXIT_OK
 
 
@@ -511,10 +553,11 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(JsonFormatter() if args.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level, handlers=[handler])
-    logging.getLogger("amqtt").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
+    for chatty in ("amqtt", "matplotlib"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
     handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status, "domain": _cmd_domain,
                 "bench": _cmd_bench, "broker": _cmd_broker,
-                "top": _cmd_top}
+                "top": _cmd_top, "experiment": _cmd_experiment}
     try:
         return handlers[args.command](args)
     except CliError as exc:
