@@ -186,6 +186,7 @@ async def bench_membership_once(n: int, opts: MembershipBenchOptions, root: Path
     cluster = ClusterOptions(nodes=n, domains=0, seed=opts.seed, duration_s=opts.duration_s)
     nodes = await start_agents(cluster, root / f"n{n}")
     clients = {node.node_id: ControlClient(node.address) for node in nodes}
+    names = {node.node_id: node.name for node in nodes}
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -223,8 +224,10 @@ async def bench_membership_once(n: int, opts: MembershipBenchOptions, root: Path
                 st = await _statuses(clients)
                 for observer, s in st.items():
                     for m in (s or {}).get("members", []):
-                        if m["status"] == "dead" and m["id"] not in dead:
+                        if m["status"] == "dead" and m["id"] not in dead and (observer, m["id"]) not in false_positives:
                             false_positives.add((observer, m["id"]))
+                            say(f"n={n}: FALSE POSITIVE: {names[observer]} marked live {names.get(m['id'], m['id'])} "
+                                f"dead ({time.monotonic() - killed:.1f} s after killing {victim.name})")
                 if detected is None and all(
                         s and any(m["id"] == victim.node_id and m["status"] == "dead" for m in s["members"])
                         for s in st.values()):
