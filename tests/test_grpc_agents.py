@@ -195,3 +195,29 @@ class MemoryImageForTest:
     def bytes_for(memory_mib: int, real_bytes_max: int) -> int:
         from hypervisor.memory import PAGE_SIZE, MemoryImage
         return MemoryImage.empty(memory_mib, real_bytes_max).real_page_count * PAGE_SIZE
+
+
+async def test_garbage_membership_packets_are_rejected_and_counted(local_cluster):
+    from shoal.v1 import membership_pb2, membership_pb2_grpc
+    from agent.core import membership_codec
+    from agent.core.membership_codec import MemberStatus, Ping, Update
+
+    a = await local_cluster.add("a", loops=False)
+    channel = grpc.aio.insecure_channel(a.address)
+    stub = membership_pb2_grpc.MembershipStub(channel)
+    try:
+        for payload in (b"", b"\x00\xff garbage", b"\x93\x01\x02"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Deliver(membership_pb2.MembershipPacket(payload=payload), timeout=2)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # a well-formed ping carrying a forged `dead` about the receiver: refuted, not obeyed
+        before = a.membership.incarnation
+        forged = Ping(sender_id="b", sender_address="127.0.0.1:9", seq=1, target_id="a",
+                      updates=(Update(node_id="a", address=a.address, incarnation=before,
+                                      status=MemberStatus.DEAD, source_id="b"),))
+        await stub.Deliver(membership_pb2.MembershipPacket(payload=membership_codec.encode(forged)), timeout=2)
+        assert a.membership.status_of("a") is MemberStatus.ALIVE and a.membership.incarnation > before
+        st = a.status()
+        assert sum(v for k, v in st["counters"].items() if k.startswith("rejected_inputs")) == 3
+    finally:
+        await channel.close()
