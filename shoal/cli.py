@@ -261,6 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--plot", help="draw active hosts, utilization spread and migrations to this PNG")
     pl.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
+    certs = sub.add_parser("certs", help="make a cluster CA and node or operator certificates",
+                           description="Certificate tooling for mutual TLS: a cluster CA, node certificates whose "
+                                       "identity is the node id (SAN shoal://node/ID), and operator certificates "
+                                       "(SAN shoal://operator/NAME) for the control API.")
+    csub2 = certs.add_subparsers(dest="certs_command", metavar="SUBCOMMAND", required=True)
+    cinit = csub2.add_parser("init", help="make a cluster CA (ca.crt, ca.key) in DIR")
+    cinit.add_argument("--dir", required=True, help="folder for the CA (created if missing)")
+    cinit.add_argument("--days", type=_positive_int, default=3650, help="validity (default 3650)")
+    cinit.add_argument("--force", action="store_true", help="replace an existing CA")
+    cissue = csub2.add_parser("issue", help="issue a node or an operator certificate from the CA in DIR")
+    cissue.add_argument("--dir", required=True, help="the CA's folder; the certificate is written there too")
+    who = cissue.add_mutually_exclusive_group(required=True)
+    who.add_argument("--node", help="node id (the agent's --id or the UUID in its state dir)")
+    who.add_argument("--operator", help="operator name (control API client)")
+    cissue.add_argument("--ip", action="append", default=[], help="IP SAN for a node (repeatable; default 127.0.0.1)")
+    cissue.add_argument("--dns", action="append", default=[], help="DNS SAN for a node (repeatable; default localhost)")
+    cissue.add_argument("--days", type=_positive_int, default=825, help="validity (default 825)")
+    cissue.add_argument("--force", action="store_true", help="replace an existing certificate")
+
     s = sub.add_parser("status", help="show one agent's view of itself and its peers",
                        description="Ask one agent for its state: utilization, domains, known peers with their "
                                    "last reported utilization and age, migrations and counters.")
@@ -386,6 +405,23 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         raise CliError(f"workloads not found: {exc}") from None
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    return EXIT_OK
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from agent.adapters.certs import CertError, init_ca, issue_node, issue_operator
+
+    try:
+        if args.certs_command == "init":
+            paths = init_ca(args.dir, days=args.days, force=args.force)
+        elif args.node:
+            paths = issue_node(args.dir, args.node, ips=tuple(args.ip) or ("127.0.0.1",),
+                               dns=tuple(args.dns) or ("localhost",), days=args.days, force=args.force)
+        else:
+            paths = issue_operator(args.dir, args.operator, days=args.days, force=args.force)
+    except CertError as exc:
+        raise CliError(str(exc)) from None
+    print(f"certificate {paths.cert}\nkey         {paths.key}\nca          {paths.ca}")
     return EXIT_OK
 
 
@@ -557,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
     handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status, "domain": _cmd_domain,
                 "bench": _cmd_bench, "broker": _cmd_broker,
-                "top": _cmd_top, "experiment": _cmd_experiment}
+                "top": _cmd_top, "experiment": _cmd_experiment, "certs": _cmd_certs}
     try:
         return handlers[args.command](args)
     except CliError as exc:

@@ -115,3 +115,25 @@ def test_json_log_format_writes_one_object_per_line():
                                                     None))
     assert json.loads(line) == {"ts": json.loads(line)["ts"], "level": "WARNING", "logger": "shoal.agent",
                                 "message": "hello x"}
+
+
+def test_certs_init_and_issue_make_a_ca_node_and_operator_certificate(tmp_path):
+    from agent.adapters.certs import identity_from_pem
+    d = tmp_path / "ca"
+    assert main(["certs", "init", "--dir", str(d)]) == 0
+    assert main(["certs", "issue", "--dir", str(d), "--node", "node-a", "--ip", "127.0.0.1", "--dns", "a.local"]) == 0
+    assert main(["certs", "issue", "--dir", str(d), "--operator", "alice"]) == 0
+    node = next(d.glob("node-node-a.crt")).read_bytes()
+    op = next(d.glob("operator-alice.crt")).read_bytes()
+    assert tuple(identity_from_pem(node)) == ("node", "node-a")
+    assert tuple(identity_from_pem(op)) == ("operator", "alice")
+    assert oct((d / "ca.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_certs_refuse_to_overwrite_or_to_issue_without_a_ca(tmp_path, capsys):
+    d = tmp_path / "ca"
+    assert main(["certs", "issue", "--dir", str(d), "--node", "n1"]) == 1
+    assert "no cluster CA" in capsys.readouterr().err
+    assert main(["certs", "init", "--dir", str(d)]) == 0
+    assert main(["certs", "init", "--dir", str(d)]) == 1
+    assert "force" in capsys.readouterr().err
