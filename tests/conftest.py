@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -71,7 +71,3 @@ async def local_cluster():
     finally:
         await cluster.close()
 
-
-@pytest.fixture
-def run_until() -> Callable[[Awaitable], object]:
-    return asyncio.run

@@ -137,3 +137,10 @@ def test_certs_refuse_to_overwrite_or_to_issue_without_a_ca(tmp_path, capsys):
     assert main(["certs", "init", "--dir", str(d)]) == 0
     assert main(["certs", "init", "--dir", str(d)]) == 1
     assert "force" in capsys.readouterr().err
+
+
+def test_config_whose_agent_section_is_not_a_table_is_refused(tmp_path, capsys):
+    path = tmp_path / "agent.toml"
+    path.write_text("agent = 5\n")
+    assert main(["agent", "--id", "a", "--listen", "127.0.0.1:0", "--config", str(path)]) == 2
+    assert "[agent] must be a table" in capsys.readouterr().err

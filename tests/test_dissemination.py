@@ -148,3 +148,8 @@ def test_digest_over_the_bound_keeps_the_freshest_half():
     ids = [e.node_id for e in a.make_exchange(12.0).entries]
     assert ids[0] == "n0" and len(ids) == 6
     assert {"n11", "n10"} <= set(ids)  # the two freshest always travel
+
+
+def test_pick_peer_never_returns_its_own_address_from_the_view():
+    d = Dissemination("n1", "127.0.0.1:1001", CFG, Random(1), seeds=("127.0.0.1:2000",))
+    assert d.pick_peer(0.0, candidates=["127.0.0.1:1001"]) == "127.0.0.1:2000"

@@ -73,8 +73,9 @@ class Dissemination:
     def pick_peer(self, now_s: float, candidates: list[str] | None = None) -> str | None:
         """A random peer's address: one of `candidates` (the membership view) when
         given, else a known peer; a seed while none is known."""
-        if candidates:
-            return self.rng.choice(sorted(set(candidates) - {self.address}) or sorted(candidates))
+        others = sorted(set(candidates or ()) - {self.address})
+        if others:
+            return self.rng.choice(others)
         live = [e.load.address for e in self.entries.values()
                 if e.age_s(now_s) * 1000 < self.config.peer_forget_ms]
         if live:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -89,11 +90,9 @@ async def bench_migration(opts: MigrationBenchOptions) -> dict:
         try:
             for i, name in enumerate(("source", "target")):
                 node_dir = root / name
-                cmd = ["python", "-m", "shoal", "agent", "--state-dir", str(node_dir), "--listen", "127.0.0.1:0",
+                cmd = [sys.executable, "-m", "shoal", "agent", "--state-dir", str(node_dir), "--listen", "127.0.0.1:0",
                        "--ready-file", str(node_dir / "ready.json"), "--config", str(config),
                        "--cpu-cores", "16", "--memory-mib", str(max(4096, 2 * opts.size_mib))]
-                import sys
-                cmd[0] = sys.executable
                 seeds = [nodes[0].address] if nodes else []
                 proc = spawn_agent(name, cmd, seeds, node_dir, detach=False)
                 node = Node("", "", proc.pid, proc, name, str(node_dir), cmd)

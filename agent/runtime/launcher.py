@@ -222,13 +222,17 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _is_shoal_agent(pid: int) -> bool:
-    """Guards `cluster down` against a recycled pid: only signal our own agents."""
+def _is_shoal_process(pid: int, role: bytes) -> bool:
+    """Guards `cluster down` against a recycled pid: only signal our own agents or broker."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return _alive(pid)
-    return b"shoal" in b" ".join(cmdline) and b"agent" in cmdline
+        return False  # gone meanwhile, or not ours to read
+    return b"shoal" in b" ".join(cmdline) and role in cmdline
+
+
+def _is_shoal_agent(pid: int) -> bool:
+    return _is_shoal_process(pid, b"agent")
 
 
 def stop_processes(nodes: list[Node], grace_s: float = STOP_GRACE_S) -> list[str]:
@@ -485,7 +489,7 @@ def cluster_down(state_dir: str, out: TextIO = sys.stdout) -> int:
     for line in stop_processes(nodes):
         print(line, file=out)
     broker_pid = json.loads(path.read_text()).get("broker_pid")
-    if broker_pid and _alive(broker_pid) and b"broker" in Path(f"/proc/{broker_pid}/cmdline").read_bytes():
+    if broker_pid and _alive(broker_pid) and _is_shoal_process(broker_pid, b"broker"):
         os.kill(broker_pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         while _alive(broker_pid) and time.monotonic() < deadline:

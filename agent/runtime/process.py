@@ -65,7 +65,10 @@ def load_config_file(path: str | None, overrides: dict[str, Any] | None = None) 
     """Reads agent settings from a TOML file (top-level keys or an [agent] table,
     beside an optional [membership] table); raises ConfigError."""
     data = _read_toml(path)
-    values = dict(data.get("agent", data))
+    section = data.get("agent", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [agent] must be a table of settings, got {section!r}")
+    values = dict(section)
     values.pop("membership", None)
     values.update(overrides or {})
     try:
