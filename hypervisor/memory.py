@@ -68,7 +68,7 @@ import math
 import struct
 from dataclasses import dataclass
 from random import Random
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 PAGE_SIZE = 4096
 PAGES_PER_MIB = 1024 * 1024 // PAGE_SIZE
@@ -108,12 +108,21 @@ class MemoryImage:
         self._bytes = self._filled(seed)
 
     @classmethod
-    def empty(cls, size_mib: int, real_bytes_max: int) -> MemoryImage:
-        """A zero-filled image of the same geometry, for the receiving side."""
+    def empty(cls, size_mib: int, real_bytes_max: int,
+              allocate: "Callable[[int], bytearray] | None" = None) -> MemoryImage:
+        """A zero-filled image of the same geometry, for the receiving side.
+
+        `allocate(n)` returns the n zero bytes to hold it: any writable buffer
+        (default a bytearray). The shell passes one that spares the event loop
+        a large memset (an anonymous mmap faulted in by a thread:
+        agent/runtime/image_memory.py)."""
         image = cls.__new__(cls)
         image._init(size_mib, real_bytes_max)
         image.seed = None
-        image._bytes = bytearray(image._real_page_count * PAGE_SIZE)
+        size = image._real_page_count * PAGE_SIZE
+        image._bytes = bytearray(size) if allocate is None else allocate(size)
+        if len(image._bytes) != size:
+            raise ValueError(f"allocate({size}) returned {len(image._bytes)} bytes")
         return image
 
     def _init(self, size_mib: int, real_bytes_max: int) -> None:
@@ -162,7 +171,9 @@ class MemoryImage:
         return self._read(first, count)
 
     def _read(self, first: int, count: int) -> bytes:
-        data = bytes(self._bytes[first * PAGE_SIZE : (first + count) * PAGE_SIZE])
+        # One copy: slicing the bytearray itself would copy twice (slice, then bytes).
+        with memoryview(self._bytes) as view:
+            data = bytes(view[first * PAGE_SIZE : (first + count) * PAGE_SIZE])
         if count:  # digest-on-read: the bytes are hot in the cache now
             block_pages = self._hash_block_pages
             self._refresh_blocks(first // block_pages, -(-(first + count) // block_pages))
@@ -173,7 +184,10 @@ class MemoryImage:
             raise ValueError(f"write of {len(data)} bytes is not a whole number of {PAGE_SIZE}-byte pages")
         count = len(data) // PAGE_SIZE
         self._check_range(first, count)
-        self._bytes[first * PAGE_SIZE : (first + count) * PAGE_SIZE] = data
+        # Through a memoryview: assigning bytes to a bytearray slice first copies
+        # them into a temporary bytearray (CPython), one more pass over fresh memory.
+        with memoryview(self._bytes) as view:
+            view[first * PAGE_SIZE : (first + count) * PAGE_SIZE] = data
         self._mark(range(first, first + count))
         if count:  # digest-on-write: every block the write touches, whole or partly
             block_pages = self._hash_block_pages
@@ -256,6 +270,11 @@ class MemoryImage:
         if bits is None:
             bits = self._dirty_bits = bytearray(self._page_count)
         pending = self._dirty_pending
+        if isinstance(pages, range) and pages.step == 1 and bits.find(1, pages.start, pages.stop) < 0:
+            # A whole chunk written (a migration target's round): no per-page loop.
+            bits[pages.start:pages.stop] = b"\x01" * len(pages)
+            pending.extend(pages)
+            return
         for page in pages:
             if not bits[page]:
                 bits[page] = 1

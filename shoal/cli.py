@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="payload format of telemetry messages (default json)")
     a.add_argument("--clock-origin", type=float, help="wall-clock unix time of model time 0 (shared by a cluster)")
     a.add_argument("--rng-seed", type=int, help="seed of this agent's random choices (default: random)")
+    a.add_argument("--ca", action="append", default=[],
+                   help="PEM bundle of the cluster CA to trust (repeatable: trust an old and a new CA during a "
+                        "rotation); SIGHUP re-reads it")
+    a.add_argument("--cert", help="this node's certificate (SAN shoal://node/ID, from `shoal certs issue --node`)")
+    a.add_argument("--key", help="the certificate's private key")
+    a.add_argument("--insecure", action="store_true",
+                   help="plaintext gRPC with no authentication (mutual TLS is on by default); local experiments only")
 
     c = sub.add_parser("cluster", help="run a local multi-process cluster",
                        description="Start or stop a local cluster of agent processes on 127.0.0.1.")
@@ -130,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--json", action="store_true", help="print only a JSON summary on stdout (live table on stderr)")
     up.add_argument("--detach", action="store_true", help="leave the cluster running (needs --state-dir)")
     up.add_argument("--state-dir", help="folder for cluster.json, agent logs and ready files")
+    up.add_argument("--insecure", action="store_true",
+                    help="plaintext agents; by default a throwaway CA in the state dir gives every agent a node "
+                         "certificate and writes client.toml (an operator certificate) for client commands")
     down = csub.add_parser("down", help="stop a detached cluster",
                            description="Stop every agent listed in DIR/cluster.json (SIGTERM, then SIGKILL).")
     down.add_argument("--state-dir", required=True, help="the folder given to `cluster up --detach`")
@@ -207,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--bandwidth-mib-s", type=float, default=0.0,
                     help="per-migration bandwidth cap (default: the agent's migration_bandwidth_mib_s)")
     bm.add_argument("--xen-rate", action="store_true", help="use Xen's dynamic rate limiting (100-500 Mbit/s)")
+    bm.add_argument("--insecure", action="store_true",
+                    help="plaintext agents and a plaintext raw socket (default: mutual TLS on both paths)")
     bm.add_argument("--json", action="store_true", help="print one JSON object")
 
     bmem = bsub.add_parser("membership", help="message load and failure detection of real agent clusters",
@@ -280,28 +292,60 @@ def build_parser() -> argparse.ArgumentParser:
     cissue.add_argument("--days", type=_positive_int, default=825, help="validity (default 825)")
     cissue.add_argument("--force", action="store_true", help="replace an existing certificate")
 
+    _add_sim_parser(sub)
+
     s = sub.add_parser("status", help="show one agent's view of itself and its peers",
                        description="Ask one agent for its state: utilization, domains, known peers with their "
                                    "last reported utilization and age, migrations and counters.")
     s.add_argument("--target", required=True, type=_address, help="the agent's HOST:PORT")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    for client in (s, top, create, save, restore, migrate):
+        _add_client_config(client)
     return p
+
+
+def _add_client_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--client-config", metavar="FILE",
+                        help="client.toml with ca, cert and key of an operator certificate (a folder: its "
+                             "client.toml, e.g. a `cluster up` state dir); default $SHOAL_CLIENT_CONFIG, else "
+                             "plaintext (agents started with --insecure)")
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
     from agent.core.config import ConfigError
     from agent.core.validation import ID_RE
     from agent.runtime.identity import load_identity
-    from agent.runtime.process import AgentOptions, host_spec, load_config_file, load_membership_config, serve
+    from agent.runtime.process import (AgentOptions, host_spec, load_config_file, load_membership_config,
+                                       resolve_tls, serve)
 
     if args.id is not None and not ID_RE.match(args.id):
         raise CliError(f"--id {args.id!r} must be 1-128 characters of [A-Za-z0-9._:-]", EXIT_USAGE)
-    if args.id is None and args.state_dir is None:
-        raise CliError("give --id, or --state-dir where the node keeps its id", EXIT_USAGE)
+    if args.id is None and args.state_dir is None and not args.cert:
+        raise CliError("give --id, or --state-dir where the node keeps its id (or --cert: the id it names)",
+                       EXIT_USAGE)
     try:
         config = load_config_file(args.config, {"profile": args.profile} if args.profile else None)
         membership = load_membership_config(args.config, config.profile)
         host_spec(args.cpu_cores, args.memory_mib, config)
+    except ConfigError as exc:
+        raise CliError(f"bad configuration: {exc}", EXIT_USAGE) from None
+    try:
+        tls = resolve_tls(args.ca, args.cert, args.key, args.insecure, args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if tls is not None:
+        # The certificate names the node: without --id, that is the id (a fresh state dir adopts it).
+        named = tls.check()
+        if named.kind != "node":
+            raise CliError(f"{tls.cert} is an {named.kind} certificate; an agent needs a node certificate "
+                           "(`shoal certs issue --node ID`)", EXIT_USAGE)
+        if args.id is not None and args.id != named.name:
+            raise CliError(f"--id {args.id} differs from the node id {named.name} that {tls.cert} names; "
+                           "peers would refuse this agent", EXIT_USAGE)
+        args.id = named.name
+    if args.id is None and args.state_dir is None:
+        raise CliError("give --id, or --state-dir where the node keeps its id", EXIT_USAGE)
+    try:
         if args.state_dir:
             identity = load_identity(args.state_dir, args.id)
             node_id, incarnation = identity.node_id, identity.incarnation
@@ -317,7 +361,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                         memory_mib=args.memory_mib, config=config, ready_file=args.ready_file,
                         rng_seed=args.rng_seed, clock_origin_s=args.clock_origin, advertise=args.advertise,
                         state_dir=args.state_dir, metrics_listen=args.metrics_listen, mqtt_url=args.mqtt,
-                        cluster=args.cluster, telemetry_format=args.telemetry_format)
+                        cluster=args.cluster, telemetry_format=args.telemetry_format, tls=tls)
     if args.mqtt:
         from agent.adapters.telemetry import TelemetryError, parse_broker_url
         try:
@@ -353,7 +397,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         opts = ClusterOptions(nodes=args.nodes, domains=args.domains, placement=args.placement, seed=args.seed,
                               duration_s=args.duration, cpu_cores=args.cpu_cores, memory_mib=args.memory_mib,
                               workload=args.workload, config_file=args.config, state_dir=args.state_dir,
-                              detach=args.detach, json_output=args.json, mqtt_url=args.mqtt, cluster=args.cluster)
+                              detach=args.detach, json_output=args.json, mqtt_url=args.mqtt, cluster=args.cluster,
+                              insecure=args.insecure)
         result = asyncio.run(cluster_up(opts))
     except LaunchError as exc:
         raise CliError(str(exc)) from None
@@ -425,15 +470,32 @@ def _cmd_certs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _client_tls(args: argparse.Namespace):
+    """The operator's TLS files from --client-config or $SHOAL_CLIENT_CONFIG; None: plaintext."""
+    from agent.adapters.client_config import ClientConfigError, resolve_client_tls
+
+    try:
+        return resolve_client_tls(args.client_config)
+    except ClientConfigError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def _rpc_failure(exc, target: str, tls) -> str:
+    from agent.adapters.client_config import describe_rpc_error
+
+    return describe_rpc_error(exc, target, tls is not None)
+
+
 def _cmd_top(args: argparse.Namespace) -> int:
     import grpc
 
     from agent.runtime.top import run_top
 
+    tls = _client_tls(args)
     try:
-        return asyncio.run(run_top(args.target, args.interval, args.iterations))
+        return asyncio.run(run_top(args.target, args.interval, args.iterations, tls=tls))
     except grpc.aio.AioRpcError as exc:
-        raise CliError(f"cannot get status from {args.target}: {exc.code().name}: {exc.details()}") from None
+        raise CliError(f"cannot get status from {args.target}: {_rpc_failure(exc, args.target, tls)}") from None
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -441,8 +503,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from agent.adapters.control_client import ControlClient
 
+    tls = _client_tls(args)
+
     async def fetch() -> dict:
-        client = ControlClient(args.target)
+        client = ControlClient(args.target, tls)
         try:
             return await client.status()
         finally:
@@ -450,7 +514,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         s = asyncio.run(fetch())
     except grpc.aio.AioRpcError as exc:
-        raise CliError(f"cannot get status from {args.target}: {exc.code().name}: {exc.details()}") from None
+        raise CliError(f"cannot get status from {args.target}: {_rpc_failure(exc, args.target, tls)}") from None
     if args.json:
         print(json.dumps(s, indent=2))
         return EXIT_OK
@@ -469,6 +533,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print("\nmigrations in flight:")
         for m in s["migrations"]:
             print(f"  {m['direction']:<4}{m['domain_id']:<14}{m['peer_id']:<14}{m['state']}")
+    ha = s["ha"]
+    print(f"\nhigh availability: {ha['replicas']} replicas held (factor {ha['replicas_factor']}), "
+          f"{ha['restarts']} restarts, {ha['fenced']} copies fenced, {len(ha['unplaced'])} unplaced")
+    for u in ha["unplaced"]:
+        print(f"  unplaced {u['id']} of dead {u['owner']}: {u['reason']}")
     print("\ncounters: " + ", ".join(f"{k}={v}" for k, v in s["counters"].items()))
     return EXIT_OK
 
@@ -482,8 +551,10 @@ def _cmd_domain(args: argparse.Namespace) -> int:
     from hypervisor.domain import DomainSpec, DomainSpecError
     from hypervisor.workload import WorkloadError, WorkloadSpec
 
+    tls = _client_tls(args)
+
     async def call(fn):
-        client = ControlClient(args.target)
+        client = ControlClient(args.target, tls)
         try:
             return await fn(client)
         finally:
@@ -534,6 +605,8 @@ def _cmd_domain(args: argparse.Namespace) -> int:
             print(f"shoal: error: migration of {args.domain} not started: {resp.reason}", file=sys.stderr)
             return EXIT_ERROR
     except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:  # unreachable, or TLS failed: say which
+            raise CliError(_rpc_failure(exc, args.target, tls)) from None
         raise CliError(f"{args.target} refused: {exc.code().name}: {exc.details()}") from None
     result = {"migrated": resp.migrated, "reason": resp.reason, "migration_id": resp.migration_id,
               "epoch": resp.epoch, "bytes_sent": resp.bytes_sent, "duration_s": round(resp.duration_s, 4),
@@ -571,7 +644,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     try:
         opts = MigrationBenchOptions(size_mib=args.size_mib, dirty_rate_mib_s=args.dirty_rate_mib_s,
                                      wws_mib=args.wws_mib, bandwidth_mib_s=args.bandwidth_mib_s,
-                                     xen_rate_adaptation=args.xen_rate)
+                                     xen_rate_adaptation=args.xen_rate, insecure=args.insecure)
         result = asyncio.run(bench_migration(opts))
     except LaunchError as exc:
         raise CliError(str(exc)) from None
@@ -580,6 +653,99 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         print(format_migration(result))
     return EXIT_OK
+
+
+# -- shoal sim (deterministic simulation: agent/runtime/simulator.py) -------------------------------------
+def _add_sim_parser(sub) -> None:
+    sim = sub.add_parser(
+        "sim", help="deterministic simulation: N agents' real cores, a virtual clock, seeded faults",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run N agents in one process on an in-memory network with a virtual clock: the same "
+                    "membership, gossip, policy, handoff and pre-copy cores as the gRPC agents. One seed drives "
+                    "every random choice and every fault, so a failing run replays exactly from its seed.",
+        epilog="Fault classes: none; crash (crash, optionally at a journal append losing or keeping the "
+               "unsynced record, restart from the journal at a higher incarnation, some permanent); partition "
+               "(isolate one, random split, asymmetric, then heal); network (loss, duplication, reordering, "
+               "delay, a slow node, failed migration transfers); all (every one of them).\n\n"
+               "Safety checkers run after every step: at most one active copy of a domain, epochs and "
+               "incarnations only rise, no host over its memory incl. reservations, message sizes within "
+               "bounds, no domain vanishing. Then the faults stop and, within a bound the run reports, "
+               "membership must converge, handoffs finish, every domain with a live holder run exactly once "
+               "(domains whose holders all died are counted as lost) and the utilization CoV fall under "
+               "--cov-target.\n\nExit code 1 on any violation or liveness failure; the seed, the invariant, "
+               "the trace tail and a reproduce command are printed.\n\n"
+               "  shoal sim --nodes 64 --domains 512 --seeds 1-200 --faults all --json\n"
+               "  shoal sim --nodes 10000 --domains 50000 --duration 600 --faults none --json")
+    sim.add_argument("--nodes", type=_positive_int, default=16, help="agents (default 16)")
+    sim.add_argument("--domains", type=_non_negative_int, default=64,
+                     help="domains, first placed on a quarter of the nodes (default 64)")
+    which = sim.add_mutually_exclusive_group()
+    which.add_argument("--seed", type=int, default=1, help="the seed of one run (default 1)")
+    which.add_argument("--seeds", help="a sweep: A-B (inclusive) or a comma list; one run per seed")
+    sim.add_argument("--duration", type=_positive_float, default=120.0,
+                     help="model seconds with faults on, before the liveness phase (default 120)")
+    sim.add_argument("--faults", choices=("none", "crash", "partition", "network", "all"), default="none",
+                     help="fault class (default none)")
+    sim.add_argument("--workload", choices=("sine", "constant"), default="sine",
+                     help="domain demand: sine keeps load shifting (default), constant balances once")
+    sim.add_argument("--cov-target", type=_positive_float, default=0.2,
+                     help="utilization CoV the cluster must fall under once faults stop (default 0.2)")
+    sim.add_argument("--settle-max", type=_positive_float, default=None,
+                     help="model seconds allowed to settle after the faults stop (default: derived from the "
+                          "membership and agent configuration, reported as settle_bound_s)")
+    sim.add_argument("--trace-tail", type=_non_negative_int, default=25,
+                     help="trace lines printed for a failing run (default 25)")
+    sim.add_argument("--json", action="store_true", help="print one JSON object (runs, violations, ...)")
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from agent.runtime.simulator import SimOptions, parse_seeds, run_sim, summarize
+
+    try:
+        seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
+    except ValueError as exc:
+        raise CliError(f"--seeds: {exc}", EXIT_USAGE) from None
+    results = []
+    for seed in seeds:
+        opts = SimOptions(nodes=args.nodes, domains=args.domains, seed=seed, duration_s=args.duration,
+                          faults=args.faults, cov_target=args.cov_target, settle_s_max=args.settle_max,
+                          workload=args.workload)
+        try:
+            result = run_sim(opts)
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+        results.append(result)
+        failed = result.violation is not None or result.liveness_failure is not None
+        if failed:
+            what = (f"violation of {result.violation.invariant}: {result.violation.detail} "
+                    f"(at model time {result.violation.time_s:.3f} s)" if result.violation
+                    else f"liveness failure: {result.liveness_failure}")
+            print(f"seed {seed}: {what}", file=sys.stderr)
+            if args.trace_tail:
+                print("trace tail:", file=sys.stderr)
+                for line in result.trace_tail[-args.trace_tail:]:
+                    print(f"  {line}", file=sys.stderr)
+            print(f"reproduce with: shoal sim --nodes {args.nodes} --domains {args.domains} --duration "
+                  f"{args.duration:g} --faults {args.faults} --workload {args.workload} --seed {seed}",
+                  file=sys.stderr)
+        if not args.json:
+            r = result
+            print(f"seed {seed}: {'FAIL' if failed else 'ok'}  model {r.model_seconds:.0f} s, wall "
+                  f"{r.wall_seconds:.2f} s, {r.messages_per_node_per_s:.2f} msgs/node/s, {r.migrations} "
+                  f"migrations ({r.migrations_failed} failed), CoV {r.final_cov:.3f}, lost {r.lost}, settled "
+                  f"{'-' if r.settle_s is None else f'{r.settle_s:.0f} s'} (bound {r.settle_bound_s:.0f} s), "
+                  f"faults {sum(r.faults_injected.values())}")
+    summary = summarize(results)
+    if args.json:
+        if len(results) > 1:
+            summary.pop("per_run")
+            summary["seeds"] = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else seeds
+        print(json.dumps(summary, indent=2))
+    elif len(results) > 1:
+        print(f"{summary['runs']} runs: {len(summary['violations'])} violations, "
+              f"{len(summary['liveness_failures'])} liveness failures, {summary['lost']} domains lost, "
+              f"wall {summary['wall_seconds']:.1f} s")
+    return EXIT_ERROR if summary["violations"] or summary["liveness_failures"] else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -593,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
     handlers = {"agent": _cmd_agent, "cluster": _cmd_cluster, "status": _cmd_status, "domain": _cmd_domain,
                 "bench": _cmd_bench, "broker": _cmd_broker,
-                "top": _cmd_top, "experiment": _cmd_experiment, "certs": _cmd_certs}
+                "top": _cmd_top, "experiment": _cmd_experiment, "certs": _cmd_certs,
+                "sim": _cmd_sim}
     try:
         return handlers[args.command](args)
     except CliError as exc:

@@ -85,13 +85,13 @@ def test_listen_on_a_taken_port_fails_clearly(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        out = run("agent", "--id", "a", "--listen", f"127.0.0.1:{port}", timeout=30)
+        out = run("agent", "--id", "a", "--listen", f"127.0.0.1:{port}", "--insecure", timeout=30)
     assert out.returncode != 0
     assert "127.0.0.1" in out.stderr
 
 
 def test_wildcard_listen_without_advertise_is_refused(capsys):
-    assert main(["agent", "--id", "a", "--listen", "0.0.0.0:7946"]) == 2
+    assert main(["agent", "--id", "a", "--listen", "0.0.0.0:7946", "--insecure"]) == 2
     assert "--advertise" in capsys.readouterr().err
 
 

@@ -74,8 +74,15 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
         assert all(alive(n["pid"]) for n in cluster["nodes"])
         node0 = cluster["nodes"][0]
 
+        # Secure by default: a throwaway CA in the state dir, an operator certificate in client.toml.
+        assert cluster["client_config"] == str((state / "client.toml").resolve())
+        assert all(any(a == "--cert" for a in n["cmd"]) and "--insecure" not in n["cmd"] for n in cluster["nodes"])
+        plain = shoal("status", "--target", node0["address"], timeout=30)
+        assert plain.returncode == 1 and "requires mutual TLS" in plain.stderr
+        client = ("--client-config", cluster["client_config"])
+
         def status() -> dict:
-            res = shoal("status", "--target", node0["address"], "--json", timeout=30)
+            res = shoal("status", "--target", node0["address"], "--json", *client, timeout=30)
             assert res.returncode == 0, res.stderr
             return json.loads(res.stdout)
 
@@ -89,7 +96,7 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
 
         def consistent_pass() -> bool:
             seen[:] = [d for n in cluster["nodes"] for d in json.loads(
-                shoal("status", "--target", n["address"], "--json", timeout=30).stdout)["domains"]]
+                shoal("status", "--target", n["address"], "--json", *client, timeout=30).stdout)["domains"]]
             return sorted(d["id"] for d in seen) == [f"dom-{i:04d}" for i in range(6)]
 
         wait_until_sync(consistent_pass, 30, "a consistent view of the 6 domains")
@@ -97,7 +104,7 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
         wait_until_sync(lambda: len(status()["peers"]) == 2, 20, "node-0 to learn both peers")
         peer = status()["peers"][0]
         assert {"id", "address", "cpu_utilization", "memory_utilization", "age_s"} <= set(peer)
-        human = shoal("status", "--target", node0["address"], timeout=30)
+        human = shoal("status", "--target", node0["address"], *client, timeout=30)
         assert human.returncode == 0 and f"node {node0['id']}" in human.stdout
         down = shoal("cluster", "down", "--state-dir", str(state), timeout=60)
         assert down.returncode == 0, down.stderr
@@ -106,6 +113,8 @@ def test_detached_cluster_serves_status_and_stops_with_down(tmp_path):
         assert not alive(json.loads(json.dumps(cluster))["broker_pid"])
         wait_until_sync(lambda: not any(alive(n["pid"]) for n in cluster["nodes"]), 10, "agents to exit")
     finally:
+        if (state / "cluster.json").exists():  # a failure above: stop the agents and the broker too
+            shoal("cluster", "down", "--state-dir", str(state), timeout=60)
         kill_all(pids_in(state) if state.exists() else [])
 
 
@@ -127,12 +136,15 @@ def test_chaos_kills_and_restarts_an_agent_with_its_id_on_a_new_address(tmp_path
         assert after[name]["id"] == before[name]["id"]           # same node id
         assert after[name]["pid"] != before[name]["pid"] and alive(after[name]["pid"])
         assert after[name]["address"] != before[name]["address"]  # port 0: a new address
-        assert (state / name / "incarnation").read_text().strip() == "2"
+        # Rose with the restart (a suspicion refuted while it rejoins under load may raise it once more).
+        assert int((state / name / "incarnation").read_text().strip()) >= 2
         bad = shoal("cluster", "chaos", "--state-dir", str(state), "--kill", "9", timeout=60)
         assert bad.returncode == 1 and "--kill must be 1..3" in bad.stderr
         assert shoal("cluster", "down", "--state-dir", str(state), timeout=60).returncode == 0
         wait_until_sync(lambda: not any(alive(n["pid"]) for n in after.values()), 10, "agents to exit")
     finally:
+        if (state / "cluster.json").exists():  # a failure above: stop the agents and the broker too
+            shoal("cluster", "down", "--state-dir", str(state), timeout=60)
         kill_all(pids_in(state) if state.exists() else [])
 
 
@@ -143,28 +155,30 @@ def test_domain_create_and_migrate_through_the_cli(tmp_path):
                    timeout=120)
         assert up.returncode == 0, up.stderr[-3000:]
         a, b = json.loads((state / "cluster.json").read_text())["nodes"]
-        made = shoal("domain", "create", "--target", a["address"], "--id", "web-1", "--vcpus", "2",
+        client = ("--client-config", str(state))  # a folder: its client.toml
+        made = shoal("domain", "create", *client, "--target", a["address"], "--id", "web-1", "--vcpus", "2",
                      "--memory-mib", "1024", "--workload", "constant:level=0.1", timeout=60)
         assert made.returncode == 0, made.stderr
-        too_big = shoal("domain", "create", "--target", a["address"], "--vcpus", "1", "--memory-mib", "999999",
+        too_big = shoal("domain", "create", *client, "--target", a["address"], "--vcpus", "1", "--memory-mib", "999999",
                         timeout=60)
         assert too_big.returncode == 1 and "RESOURCE_EXHAUSTED" in too_big.stderr and "memory" in too_big.stderr
-        bad = shoal("domain", "create", "--target", a["address"], "--vcpus", "1", "--memory-mib", "64",
+        bad = shoal("domain", "create", *client, "--target", a["address"], "--vcpus", "1", "--memory-mib", "64",
                     "--workload", "sine:mean=2", timeout=60)
         assert bad.returncode == 2 and "error" in bad.stderr
 
         def migrated() -> bool:  # a must first learn b through gossip
-            out = shoal("domain", "migrate", "--target", a["address"], "--domain", "web-1", "--to", b["id"],
+            out = shoal("domain", "migrate", *client, "--target", a["address"], "--domain", "web-1", "--to", b["id"],
                         "--json", timeout=60)
             return out.returncode == 0 and json.loads(out.stdout)["epoch"] == 2
 
-        started = shoal("domain", "migrate", "--target", a["address"], "--domain", "nope", "--to", b["id"],
+        started = shoal("domain", "migrate", *client, "--target", a["address"], "--domain", "nope", "--to", b["id"],
                         "--no-wait", timeout=60)
         assert started.returncode == 1 and "not started" in started.stderr and "no domain nope" in started.stderr
         wait_until_sync(migrated, 20, "web-1 to migrate to b")
-        again = shoal("domain", "migrate", "--target", a["address"], "--domain", "web-1", "--to", b["id"], timeout=60)
+        again = shoal("domain", "migrate", *client, "--target", a["address"], "--domain", "web-1", "--to", b["id"],
+                      timeout=60)
         assert again.returncode == 1 and "no domain web-1" in again.stderr
-        st = json.loads(shoal("status", "--target", b["address"], "--json", timeout=30).stdout)
+        st = json.loads(shoal("status", *client, "--target", b["address"], "--json", timeout=30).stdout)
         assert [(d["id"], d["epoch"]) for d in st["domains"]] == [("web-1", 2)]
     finally:
         subprocess.run([sys.executable, "-m", "shoal", "cluster", "down", "--state-dir", str(state)],
@@ -182,14 +196,16 @@ def test_fast_dirtying_domain_still_migrates_and_save_restore_fences_by_epoch(tm
                        "--config", str(config), timeout=120)
             assert up.returncode == 0, up.stderr[-3000:]
         a, b = json.loads((state / "cluster.json").read_text())["nodes"]
+        client, other_client = ("--client-config", str(state)), ("--client-config", str(other))
         (lone,) = json.loads((other / "cluster.json").read_text())["nodes"]
-        made = shoal("domain", "create", "--target", a["address"], "--id", "busy", "--vcpus", "1", "--memory-mib",
+        made = shoal("domain", "create", *client, "--target", a["address"], "--id", "busy", "--vcpus", "1",
+                     "--memory-mib",
                      "64", "--dirty-rate-mib-s", "200", "--wws-mib", "16", timeout=30)
         assert made.returncode == 0, made.stderr
         outcome: dict = {}
 
         def migrated() -> bool:
-            out = shoal("domain", "migrate", "--target", a["address"], "--domain", "busy", "--to", b["id"],
+            out = shoal("domain", "migrate", *client, "--target", a["address"], "--domain", "busy", "--to", b["id"],
                         "--bandwidth-mib-s", "20", "--json", timeout=120)
             if out.returncode == 0:
                 outcome.update(json.loads(out.stdout))
@@ -203,22 +219,43 @@ def test_fast_dirtying_domain_still_migrates_and_save_restore_fences_by_epoch(tm
         assert outcome["downtime_ms"] > 100
 
         saved = tmp_path / "busy.domain"
-        out = shoal("domain", "save", "--target", b["address"], "--domain", "busy", "--out", str(saved), timeout=60)
+        out = shoal("domain", "save", *client, "--target", b["address"], "--domain", "busy", "--out", str(saved),
+                    timeout=60)
         assert out.returncode == 0 and saved.stat().st_size > 8 * 1024 * 1024
         # the domain runs on b at epoch 2: restoring the epoch-2 file beside it is refused
-        out = shoal("domain", "restore", "--target", a["address"], "--file", str(saved), timeout=60)
+        out = shoal("domain", "restore", *client, "--target", a["address"], "--file", str(saved), timeout=60)
         assert out.returncode == 1 and "FAILED_PRECONDITION" in out.stderr and "epoch 2" in out.stderr
         damaged = tmp_path / "damaged.domain"
         blob = bytearray(saved.read_bytes())
         blob[len(blob) // 2] ^= 0xFF
         damaged.write_bytes(bytes(blob))
-        out = shoal("domain", "restore", "--target", lone["address"], "--file", str(damaged), timeout=60)
+        out = shoal("domain", "restore", *other_client, "--target", lone["address"], "--file", str(damaged),
+                    timeout=60)
         assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
         # in another cluster nobody runs it: restored at epoch 3
-        out = shoal("domain", "restore", "--target", lone["address"], "--file", str(saved), timeout=60)
+        out = shoal("domain", "restore", *other_client, "--target", lone["address"], "--file", str(saved),
+                    timeout=60)
         assert out.returncode == 0 and "at epoch 3" in out.stdout, out.stderr
     finally:
         for d in (state, other):
             subprocess.run([sys.executable, "-m", "shoal", "cluster", "down", "--state-dir", str(d)],
                            capture_output=True, timeout=60)
             kill_all(pids_in(d) if d.exists() else [])
+
+
+def test_an_insecure_cluster_speaks_plaintext_and_says_so(tmp_path):
+    state = tmp_path / "plain"
+    try:
+        up = shoal("cluster", "up", "--nodes", "1", "--domains", "1", "--insecure", "--detach", "--state-dir",
+                   str(state), timeout=120)
+        assert up.returncode == 0, up.stderr[-3000:]
+        cluster = json.loads((state / "cluster.json").read_text())
+        assert cluster["client_config"] is None and not (state / "client.toml").exists()
+        (node,) = cluster["nodes"]
+        assert "--insecure" in node["cmd"]
+        st = shoal("status", "--target", node["address"], "--json", timeout=30)
+        assert st.returncode == 0 and len(json.loads(st.stdout)["domains"]) == 1
+        assert "WARNING" in (state / "node-0" / "agent.log").read_text().split("--insecure: plaintext")[0][-200:]
+    finally:
+        shoal("cluster", "down", "--state-dir", str(state), timeout=60)
+        kill_all(pids_in(state) if state.exists() else [])

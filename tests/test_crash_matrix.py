@@ -69,8 +69,10 @@ async def settle(source: Node, target: Node, domain: str, deadline_s: float = 40
 
 
 @pytest.mark.parametrize("point,ends_on", CASES)
-def test_crash_at_every_handoff_phase_leaves_exactly_one_copy(tmp_path, point, ends_on):
+def test_crash_at_every_handoff_phase_leaves_exactly_one_copy(tmp_path, monkeypatch, point, ends_on):
     state = tmp_path / "crash"
+    # The cluster runs mutual TLS; every client here (CLI subprocesses, ControlClient) uses its operator.
+    monkeypatch.setenv("SHOAL_CLIENT_CONFIG", str(state / "client.toml"))
     config = tmp_path / "agent.toml"
     config.write_text(CONFIG)
     env = {**os.environ, "SHOAL_CRASH_AT": point}

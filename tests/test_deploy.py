@@ -25,6 +25,9 @@ def test_compose_agents_parse_and_advertise_their_service_name():
         args = build_parser().parse_args(svc["command"])
         assert args.command == "agent" and args.state_dir == "/var/lib/shoal"
         assert args.advertise == f"{name}:7946"
+        # mutual TLS: the node certificate named after the service (its node id), from a mounted folder
+        assert not args.insecure and args.ca and args.cert == f"/etc/shoal/tls/node-{name}.crt"
+        assert any(v.endswith(":/etc/shoal/tls:ro") for v in svc["volumes"])
         for seed in args.seeds:
             assert seed.split(":")[0] in services
 
@@ -37,13 +40,18 @@ def test_kubernetes_statefulset_agent_parses_and_seeds_its_own_pods():
     container = sts["spec"]["template"]["spec"]["containers"][0]
     args = build_parser().parse_args(_expand(container["args"]))
     assert args.command == "agent" and args.listen == "0.0.0.0:7946" and args.advertise
+    assert not args.insecure and args.ca and args.cert and args.key  # mutual TLS from the shoal-tls Secret
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert args.cert.startswith(mounts["tls"]) and volumes["tls"]["secret"]["secretName"] == "shoal-tls"
     replicas = sts["spec"]["replicas"]
     assert all(int(s.split(".")[0].rsplit("-", 1)[1]) < replicas for s in args.seeds)
 
 
 def test_dockerfile_default_command_parses():
-    text = (DEPLOY / "Dockerfile").read_text()
+    text = re.sub(r"\\\n\s*", "", (DEPLOY / "Dockerfile").read_text())  # join continued lines
     cmd = re.search(r'^CMD (\[.*\])$', text, re.M).group(1)
     import json
     args = build_parser().parse_args(json.loads(cmd))
     assert args.command == "agent" and args.state_dir == "/var/lib/shoal"
+    assert args.ca and args.cert and args.key and not args.insecure  # mutual TLS by default

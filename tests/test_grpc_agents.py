@@ -87,8 +87,9 @@ async def test_operator_migration_over_control_api_moves_domain_and_raises_epoch
 
 async def test_malformed_gossip_is_rejected_with_a_status_and_the_agent_keeps_running(local_cluster):
     a = await local_cluster.add("a", loops=False)
-    channel = grpc.aio.insecure_channel(a.address)
+    channel = local_cluster.peer_channel(a.address, "evil")
     stub = gossip_pb2_grpc.GossipStub(channel)
+    ok_channel = local_cluster.peer_channel(a.address, "ok")
 
     def entry(**over) -> types_pb2.NodeState:
         base = dict(schema_version=1, node_id="evil", address="127.0.0.1:9", heartbeat=1, cpu_capacity_cores=8,
@@ -112,15 +113,16 @@ async def test_malformed_gossip_is_rejected_with_a_status_and_the_agent_keeps_ru
         # a good exchange still works afterwards
         good = gossip_pb2.ExchangeRequest(schema_version=1, sender_id="ok", sender_address="127.0.0.1:9",
                                           entries=[entry(node_id="ok")], averaging=gossip_pb2.Averaging())
-        reply = await stub.Exchange(good, timeout=2)
+        reply = await gossip_pb2_grpc.GossipStub(ok_channel).Exchange(good, timeout=2)
         assert reply.responder_id == "a" and "ok" in a.dissemination.entries
     finally:
         await channel.close()
+        await ok_channel.close()
 
 
 async def test_oversized_message_is_refused_by_grpc_limits(local_cluster):
     a = await local_cluster.add("a", loops=False)
-    channel = grpc.aio.insecure_channel(a.address, options=[("grpc.max_send_message_length", 64 << 20)])
+    channel = local_cluster.peer_channel(a.address, "x", options=[("grpc.max_send_message_length", 64 << 20)])
     try:
         stub = gossip_pb2_grpc.GossipStub(channel)
         huge = gossip_pb2.ExchangeRequest(schema_version=1, sender_id="x", sender_address="127.0.0.1:9",
@@ -135,7 +137,7 @@ async def test_oversized_message_is_refused_by_grpc_limits(local_cluster):
 
 async def test_prepare_that_would_exceed_target_memory_is_refused_over_grpc(local_cluster):
     a = await local_cluster.add("a", memory_mib=2048, loops=False)
-    channel = grpc.aio.insecure_channel(a.address)
+    channel = local_cluster.peer_channel(a.address, "src")
     try:
         stub = migration_pb2_grpc.MigrationStub(channel)
         req = PrepareRequest("m-big", "src", spec(1, memory_mib=4096), 1, 1.0, 8.0, 8.0, 0, False)
@@ -203,7 +205,7 @@ async def test_garbage_membership_packets_are_rejected_and_counted(local_cluster
     from agent.core.membership_codec import MemberStatus, Ping, Update
 
     a = await local_cluster.add("a", loops=False)
-    channel = grpc.aio.insecure_channel(a.address)
+    channel = local_cluster.peer_channel(a.address, "b")
     stub = membership_pb2_grpc.MembershipStub(channel)
     try:
         for payload in (b"", b"\x00\xff garbage", b"\x93\x01\x02"):

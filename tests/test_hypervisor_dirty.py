@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hypervisor.memory import PAGE_SIZE, PAGES_PER_MIB, DirtyModel, MemoryImage
 
@@ -188,3 +190,27 @@ def test_copying_the_dirty_pages_brings_a_stale_copy_up_to_date():
         for first, data in source.iter_page_chunks(dirty, 256 * 1024):
             target.write_pages(first, data)
         assert target.content_hash() == source.content_hash()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("write"), st.integers(0, 60), st.integers(1, 8)),
+                          st.tuples(st.just("mark"), st.lists(st.integers(0, 63), max_size=6)),
+                          st.tuples(st.just("take"))), max_size=25))
+def test_whole_chunk_writes_and_single_marks_log_exactly_the_pages_set_since_the_last_take(steps):
+    # write_pages marks its pages as one range (no per-page loop when none is
+    # set yet); the log must still hold each page once, whatever came before.
+    image = MemoryImage.empty(1, 64 * PAGE_SIZE)
+    model: set[int] = set()
+    for step in steps:
+        if step[0] == "write":
+            first, count = step[1], min(step[2], 64 - step[1])
+            image.write_pages(first, bytes(count * PAGE_SIZE))
+            model |= set(range(first, first + count))
+        elif step[0] == "mark":
+            image.mark_dirty(step[1])
+            model |= set(step[1])
+        else:
+            assert image.take_dirty() == sorted(model)
+            model = set()
+        assert image.dirty_count == len(model)
+    assert image.take_dirty() == sorted(model)

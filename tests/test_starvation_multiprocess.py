@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from agent.adapters.client_config import load_client_config
 from agent.adapters.control_client import ControlClient
 from tests.test_cluster_multiprocess import kill_all, pids_in, shoal
 
@@ -17,8 +18,9 @@ STARVE_S = 120.0
 
 
 async def watch(state) -> tuple[set[tuple[str, str]], int, dict]:
-    nodes = json.loads((state / "cluster.json").read_text())["nodes"]
-    clients = [ControlClient(n["address"]) for n in nodes]
+    cluster = json.loads((state / "cluster.json").read_text())
+    operator = load_client_config(cluster["client_config"])  # agents run mutual TLS, as by default
+    clients = [ControlClient(n["address"], operator) for n in cluster["nodes"]]
     false_dead: set[tuple[str, str]] = set()
     polls = 0
     try:
@@ -64,4 +66,6 @@ def test_no_false_dead_verdicts_under_cpu_starvation(tmp_path):
         assert false_dead == set(), f"live agents declared dead: {sorted(false_dead)}"
         assert shoal("cluster", "down", "--state-dir", str(state), timeout=120).returncode == 0
     finally:
+        if (state / "cluster.json").exists():  # a failure above: stop the agents and the broker too
+            shoal("cluster", "down", "--state-dir", str(state), timeout=120)
         kill_all(pids_in(state) if state.exists() else [])

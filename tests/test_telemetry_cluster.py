@@ -60,8 +60,9 @@ async def collect(host: str, port: int, cluster: str, until, timeout_s: float, o
     return got
 
 
-def test_embedded_broker_carries_state_and_migration_events(tmp_path):
+def test_embedded_broker_carries_state_and_migration_events(tmp_path, monkeypatch):
     state = tmp_path / "tele"
+    monkeypatch.setenv("SHOAL_CLIENT_CONFIG", str(state / "client.toml"))  # mutual TLS: the cluster's operator
     try:
         up = shoal("cluster", "up", "--nodes", "3", "--domains", "0", "--detach", "--state-dir", str(state),
                    "--cluster", "tele", timeout=120)
@@ -106,10 +107,11 @@ def test_mosquitto_broker_and_mosquitto_sub_see_agent_state(tmp_path):
         broker.wait()
 
 
-def test_agents_keep_balancing_while_the_broker_is_down_and_report_again_when_it_returns(tmp_path):
+def test_agents_keep_balancing_while_the_broker_is_down_and_report_again_when_it_returns(tmp_path, monkeypatch):
     port = free_port()
     broker = start_mosquitto(tmp_path, port)
     state = tmp_path / "outage"
+    monkeypatch.setenv("SHOAL_CLIENT_CONFIG", str(state / "client.toml"))  # mutual TLS: the cluster's operator
     try:
         up = shoal("cluster", "up", "--nodes", "3", "--domains", "0", "--detach", "--state-dir", str(state),
                    "--mqtt", f"mqtt://127.0.0.1:{port}", "--cluster", "outage", timeout=120)

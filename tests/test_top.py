@@ -52,7 +52,7 @@ def test_top_draws_a_row_per_node_and_events_in_a_terminal(tmp_path):
         assert up.returncode == 0, up.stderr[-3000:]
         nodes = json.loads((state / "cluster.json").read_text())["nodes"]
         screen = run_in_pty([sys.executable, "-m", "shoal", "top", "--target", nodes[0]["address"],
-                             "--interval", "0.5", "--iterations", "4"])
+                             "--client-config", str(state / "client.toml"), "--interval", "0.5", "--iterations", "4"])
         assert "shoal top" in screen and "events" in screen
         for n in nodes:
             assert n["id"][:13] in screen

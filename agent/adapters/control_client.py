@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 
 from agent.adapters import grpc_codec as codec
+from agent.adapters.client_config import describe_rpc_error, resolve_client_tls
+from agent.adapters.tls import TlsFiles, channel_credentials, secure_channel_options
 from hypervisor.domain import DomainSpec
 from shoal.v1 import control_pb2, control_pb2_grpc
 
@@ -34,16 +36,41 @@ def status_to_dict(s: control_pb2.StatusResponse) -> dict:
         "members": [{"id": m.node_id, "address": m.address, "status": m.status, "incarnation": m.incarnation,
                      "last_change_s": m.last_change_s, "in_view": m.in_view} for m in s.members],
         "counters": dict(sorted(s.counters.items())),
+        "ha": {"replicas": s.ha.replicas, "restarts": s.ha.restarts, "fenced": s.ha.fenced,
+               "replicas_factor": s.ha.replicas_factor,
+               "unplaced": [{"id": u.domain_id, "owner": u.owner_id, "reason": u.reason} for u in s.ha.unplaced]},
     }
 
 
-class ControlClient:
-    """Async client for one agent's Control service."""
+# Largest message a control call sends or takes: SaveDomain pieces are 1 MiB,
+# a status of 4096 domains is well under 4 MiB.
+MESSAGE_BYTES_MAX = 4 * 1024 * 1024
+FROM_ENV = "from-env"  # ControlClient's default: $SHOAL_CLIENT_CONFIG if set, else plaintext
 
-    def __init__(self, address: str) -> None:
+
+class ControlClient:
+    """Async client for one agent's Control service.
+
+    `tls`: the operator's TlsFiles (mutual TLS), None for plaintext (agents run
+    with --insecure), or FROM_ENV: the client config named by SHOAL_CLIENT_CONFIG,
+    plaintext if unset. Every call carries a deadline.
+    """
+
+    def __init__(self, address: str, tls: TlsFiles | None | str = FROM_ENV) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address)
+        self.tls: TlsFiles | None = resolve_client_tls() if tls == FROM_ENV else tls  # type: ignore[assignment]
+        options = [("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+                   ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX)]
+        if self.tls is None:
+            self.channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            creds = channel_credentials(self.tls.ca, self.tls.cert, self.tls.key)
+            self.channel = grpc.aio.secure_channel(address, creds, options=options + secure_channel_options())
         self.stub = control_pb2_grpc.ControlStub(self.channel)
+
+    def describe(self, exc: grpc.aio.AioRpcError) -> str:
+        """What went wrong, for a person: says so when TLS failed."""
+        return describe_rpc_error(exc, self.address, self.tls is not None)
 
     async def close(self) -> None:
         await self.channel.close()

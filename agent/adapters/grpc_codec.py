@@ -6,6 +6,10 @@ never leaks past the gRPC adapter.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
 from agent.core.messages import (OUTCOME_ABORTED, OUTCOME_COMMITTED, OUTCOME_RESERVED, OUTCOME_UNKNOWN,
                                  Averaging, Exchange, NodeLoad, PrepareRequest)
 from hypervisor.domain import DomainSpec
@@ -110,3 +114,103 @@ def prepare_from_pb(msg: migration_pb2.PrepareRequest) -> PrepareRequest:
     return PrepareRequest(msg.migration_id, msg.source_id, spec_from_pb(msg.spec), msg.epoch, msg.demand_cores,
                           msg.source_demand_cores, msg.source_capacity_cores, msg.image_bytes,
                           msg.require_improvement)
+
+
+# -- Transfer chunks: decoded without copying their pages ---------------------------
+@dataclass(frozen=True, slots=True)
+class TransferChunkView:
+    """A TransferChunk without protobuf: decoded, `data` is a view into the
+    received message; to encode, `data` is any bytes-like object."""
+
+    migration_id: str
+    round: int
+    first_page: int
+    data: "memoryview | bytes"
+
+
+_CHUNK_MIGRATION_ID, _CHUNK_ROUND, _CHUNK_FIRST_PAGE, _CHUNK_DATA = (
+    migration_pb2.TransferChunk.DESCRIPTOR.fields_by_name[name].number
+    for name in ("migration_id", "round", "first_page", "data"))
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise DecodeError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift >= 70:
+            raise DecodeError("varint longer than 10 bytes")
+
+
+def decode_transfer_chunk(buf: bytes) -> TransferChunkView:
+    """TransferChunk.FromString without the two copies of `data` that protobuf
+    makes (into its arena, then into a new bytes on access): 1 MiB per chunk,
+    ~40 ms of the target's loop per 256 MiB, measured. Same wire semantics as
+    protobuf for what it accepts (fields in any order, the last one wins,
+    unknown fields skipped); groups and malformed input raise DecodeError."""
+    migration_id, round_no, first_page, data = "", 0, 0, memoryview(b"")
+    view = memoryview(buf)
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if not 0 < field < 1 << 29:
+            raise DecodeError(f"field number {field} out of range")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            if field == _CHUNK_ROUND:
+                round_no = value & 0xFFFFFFFF
+            elif field == _CHUNK_FIRST_PAGE:
+                first_page = value & 0xFFFFFFFFFFFFFFFF
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if size > end - pos:
+                raise DecodeError("length-delimited field past the end")
+            if field == _CHUNK_DATA:
+                data = view[pos:pos + size]
+            elif field == _CHUNK_MIGRATION_ID:
+                try:
+                    migration_id = str(view[pos:pos + size], "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DecodeError("migration_id is not UTF-8") from exc
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+            if pos > end:
+                raise DecodeError("fixed-width field past the end")
+        else:
+            raise DecodeError(f"unsupported wire type {wire}")
+    return TransferChunkView(migration_id, round_no, first_page, data)
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_transfer_chunk(chunk: TransferChunkView) -> bytes:
+    """TransferChunk.SerializeToString, byte for byte, with one copy of `data`
+    (protobuf makes three: into the message, into its encoder, into bytes)."""
+    head = bytearray()
+    if chunk.migration_id:
+        mid = chunk.migration_id.encode("utf-8")
+        head += _varint_bytes(_CHUNK_MIGRATION_ID << 3 | 2) + _varint_bytes(len(mid)) + mid
+    if chunk.round:
+        head += _varint_bytes(_CHUNK_ROUND << 3) + _varint_bytes(chunk.round)
+    if chunk.first_page:
+        head += _varint_bytes(_CHUNK_FIRST_PAGE << 3) + _varint_bytes(chunk.first_page)
+    size = len(chunk.data)
+    if not size:
+        return bytes(head)
+    head += _varint_bytes(_CHUNK_DATA << 3 | 2) + _varint_bytes(size)
+    return b"".join((head, chunk.data))

@@ -19,11 +19,17 @@ from grpc_reflection.v1alpha import reflection
 
 from agent.adapters import grpc_codec as codec
 from agent.adapters.grpc_client import channel_options
+from agent.adapters.limits import RateLimitInterceptor
+from agent.adapters.certs import CertError
+from agent.adapters.tls import AuthorizationInterceptor, ReloadableServerCredentials, TlsFiles, peer_identity
+from agent.core import membership_codec
+from agent.core.rate_limit import RateLimiter
 from agent.core.handoff import OutgoingMigration
-from agent.core.validation import InputRejected
+from agent.core.validation import InputRejected, check_id
 from agent.runtime.agent import Agent, Refused
+from agent.adapters import replica_codec
 from shoal.v1 import (control_pb2, control_pb2_grpc, gossip_pb2_grpc, membership_pb2, membership_pb2_grpc,
-                      migration_pb2, migration_pb2_grpc)
+                      migration_pb2, migration_pb2_grpc, replica_pb2, replica_pb2_grpc)
 
 log = logging.getLogger("shoal.grpc")
 
@@ -31,13 +37,31 @@ FILE_PIECE_BYTES = 1024 * 1024
 # A saved domain is its real image bytes plus a few KiB of spec and framing.
 RESTORE_OVERHEAD_BYTES = 1024 * 1024
 _REJECT_CODES = {"unknown_migration": grpc.StatusCode.NOT_FOUND,
-                 "stale_migration": grpc.StatusCode.FAILED_PRECONDITION}
+                 "stale_migration": grpc.StatusCode.FAILED_PRECONDITION,
+                 "identity_mismatch": grpc.StatusCode.PERMISSION_DENIED}
 
 
 async def _reject(agent: Agent, context: grpc.aio.ServicerContext, exc: InputRejected, what: str) -> None:
     agent.metrics.inc("rejected_inputs", reason=exc.reason)
     log.warning("%s: rejected %s from %s: %s", agent.node_id, what, context.peer(), exc)
     await context.abort(_REJECT_CODES.get(exc.reason, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+
+
+async def check_claimed_node(agent: Agent, context: grpc.aio.ServicerContext, claimed_id: str, what: str) -> None:
+    """The node id a peer claims in a message must be the one its certificate names.
+
+    Without mutual TLS (--insecure) there is no certificate and nothing to bind.
+    Under TLS the authorization interceptor has already refused calls without a
+    node certificate, so a missing identity here is refused too.
+    """
+    identity = peer_identity(context)
+    if identity is None and agent.server_tls is None:
+        return
+    if identity is not None and identity.kind == "node" and identity.name == claimed_id:
+        return
+    who = f"{identity.kind} {identity.name!r}" if identity is not None else "no shoal identity"
+    await _reject(agent, context, InputRejected(
+        "identity_mismatch", f"{what} claims node id {claimed_id!r} but the peer's certificate names {who}"), what)
 
 
 class GossipServicer(gossip_pb2_grpc.GossipServicer):
@@ -49,7 +73,12 @@ class GossipServicer(gossip_pb2_grpc.GossipServicer):
         metrics.inc("messages_received", type="exchange")
         metrics.inc("bytes_received", request.ByteSize(), type="exchange")
         try:
-            reply = self.agent.on_exchange(codec.exchange_request_from_pb(request))
+            exchange = codec.exchange_request_from_pb(request)
+        except InputRejected as exc:
+            await _reject(self.agent, context, exc, "gossip")
+        await check_claimed_node(self.agent, context, exchange.sender_id, "gossip")
+        try:
+            reply = self.agent.on_exchange(exchange)
         except InputRejected as exc:
             await _reject(self.agent, context, exc, "gossip")
         answer = codec.exchange_response_to_pb(reply)
@@ -64,6 +93,10 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
 
     async def Deliver(self, request, context):
         try:
+            if peer_identity(context) is not None or self.agent.server_tls is not None:
+                # Decoded here only to read the sender (the agent decodes again): cheap, < 1 KiB.
+                claimed = membership_codec.decode(request.payload, self.agent.membership_config.message_bytes_max)
+                await check_claimed_node(self.agent, context, claimed.sender_id, "membership message")
             self.agent.on_membership_packet(request.payload)
         except InputRejected as exc:
             await _reject(self.agent, context, exc, "membership message")
@@ -76,7 +109,12 @@ class MigrationServicer(migration_pb2_grpc.MigrationServicer):
 
     async def Prepare(self, request, context):
         try:
-            decision = self.agent.on_prepare(codec.prepare_from_pb(request))
+            prepare = codec.prepare_from_pb(request)
+        except InputRejected as exc:
+            await _reject(self.agent, context, exc, "prepare")
+        await check_claimed_node(self.agent, context, prepare.source_id, "prepare")
+        try:
+            decision = self.agent.on_prepare(prepare)
         except InputRejected as exc:
             await _reject(self.agent, context, exc, "prepare")
         return migration_pb2.PrepareResponse(accepted=decision.accepted, reason=decision.reason,
@@ -115,6 +153,79 @@ class MigrationServicer(migration_pb2_grpc.MigrationServicer):
         return migration_pb2.QueryResponse(outcome=codec.outcome_to_pb(outcome), epoch=epoch)
 
 
+class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
+    """High availability (agent/runtime/ha.py): replica pushes and adoption requests."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def Replicate(self, request, context):
+        try:
+            check_id("owner_id", request.owner_id)
+            if request.owner_id == self.agent.node_id:
+                raise InputRejected("bad_replica", "a replica push from this node's own id")
+            if len(request.replicas) > self.agent.config.domains_max:
+                raise InputRejected("bad_replica", f"{len(request.replicas)} replicas in one push "
+                                                   f"(domains_max {self.agent.config.domains_max})")
+            replicas = [replica_codec.replica_from_pb(r) for r in request.replicas]
+            if any(r.owner_id != request.owner_id for r in replicas):
+                raise InputRejected("bad_replica", "a replica owned by another node than the pusher")
+        except InputRejected as exc:
+            await _reject(self.agent, context, exc, "replica push")
+        # Only the owner itself may say what its buddies hold (and claim a running copy).
+        await check_claimed_node(self.agent, context, request.owner_id, "replica push")
+        out = self.agent.ha.on_replicate(request.owner_id, replicas)
+        answer = replica_pb2.ReplicateResponse(conflicts=[replica_codec.conflict_to_pb(c) for c in out.conflicts],
+                                               stored=out.stored)
+        metrics = self.agent.metrics
+        metrics.inc("messages_received", type="replicate")
+        metrics.inc("bytes_received", request.ByteSize(), type="replicate")
+        metrics.inc("messages_sent", type="replicate_reply")
+        metrics.inc("bytes_sent", answer.ByteSize(), type="replicate_reply")
+        return answer
+
+    async def Adopt(self, request, context):
+        try:
+            replica = replica_codec.replica_from_pb(request.replica)
+            check_id("coordinator_id", request.coordinator_id)
+            if request.epoch <= replica.epoch:
+                raise InputRejected("bad_replica", f"adopt at epoch {request.epoch}, not above the replica's "
+                                                   f"{replica.epoch}")
+        except InputRejected as exc:
+            await _reject(self.agent, context, exc, "adopt request")
+        await check_claimed_node(self.agent, context, request.coordinator_id, "adopt request")
+        reason = self.agent.ha.on_adopt(replica, request.epoch, request.coordinator_id)
+        return replica_pb2.AdoptResponse(adopted=not reason, reason=reason)
+
+    async def Holds(self, request, context):
+        rep = self.agent.ha.table.replicas.get(request.domain_id)
+        dom = self.agent.host.domains.get(request.domain_id)
+        return replica_pb2.HoldsResponse(replica=rep is not None, replica_epoch=rep.epoch if rep else 0,
+                                         replica_owner=rep.owner_id if rep else "", running=dom is not None,
+                                         running_epoch=dom.epoch if dom else 0)
+
+
+class _HandlerCapture:
+    """Stands in for a server to catch the handlers a generated add_*_to_server registers."""
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        self.handlers = dict(handlers)
+
+
+def add_migration_servicer(servicer: MigrationServicer, server: grpc.aio.Server) -> None:
+    """add_MigrationServicer_to_server, with Transfer's chunks decoded without
+    copying their pages (grpc_codec.decode_transfer_chunk: `data` is a view)."""
+    capture = _HandlerCapture()
+    migration_pb2_grpc.add_MigrationServicer_to_server(servicer, capture)
+    handlers = capture.handlers
+    handlers["Transfer"] = handlers["Transfer"]._replace(request_deserializer=codec.decode_transfer_chunk)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("shoal.v1.Migration", handlers),))
+    server.add_registered_method_handlers("shoal.v1.Migration", handlers)
+
+
 def _domain_status(d: dict) -> control_pb2.DomainStatus:
     return control_pb2.DomainStatus(domain_id=d["id"], epoch=d["epoch"], state=d["state"],
                                     cpu_demand_cores=d["cpu_demand_cores"],
@@ -146,7 +257,12 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                                             in_view=m["in_view"]) for m in s["members"]],
             migrations=[control_pb2.MigrationStatus(migration_id=m["id"], domain_id=m["domain_id"],
                                                     direction=m["direction"], peer_id=m["peer_id"], state=m["state"])
-                        for m in s["migrations"]])
+                        for m in s["migrations"]],
+            ha=control_pb2.HaStatus(replicas=s["ha"]["replicas"], restarts=s["ha"]["restarts"],
+                                    fenced=s["ha"]["fenced"], replicas_factor=s["ha"]["replicas_factor"],
+                                    unplaced=[control_pb2.UnplacedDomain(domain_id=u["id"], owner_id=u["owner"],
+                                                                         reason=u["reason"])
+                                              for u in s["ha"]["unplaced"]]))
 
     async def ListDomains(self, request, context):
         return control_pb2.ListDomainsResponse(domains=[_domain_status(d) for d in self.agent.status()["domains"]])
@@ -221,7 +337,8 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         return control_pb2.SetBalancingResponse(enabled=self.agent.balancing, migrations_inflight=inflight)
 
 
-SHOAL_SERVICES = ("shoal.v1.Gossip", "shoal.v1.Membership", "shoal.v1.Migration", "shoal.v1.Control")
+SHOAL_SERVICES = ("shoal.v1.Gossip", "shoal.v1.Membership", "shoal.v1.Migration", "shoal.v1.Control",
+                  "shoal.v1.Replica")
 
 
 class HealthReporter:
@@ -256,23 +373,95 @@ class HealthReporter:
             await asyncio.sleep(interval_s)
 
 
-async def start_server(agent: Agent, listen: str) -> tuple[grpc.aio.Server, str]:
+# Who may call what, by method prefix (the longest match wins; no match: refused).
+# Every shoal.v1 service is between agents unless named here, so a new peer
+# service is node-only from its first line.
+AUTHORIZATION_RULES = {
+    "/shoal.v1.": ("node",),
+    "/shoal.v1.Control/": ("operator",),
+    "/grpc.health.v1.": ("node", "operator"),
+    "/grpc.reflection.": ("node", "operator"),
+}
+
+
+def rate_limits(config) -> dict[str, tuple[str, RateLimiter]]:
+    """Per-peer buckets: gossip and membership share one, the control API has its own."""
+    gossip = RateLimiter(config.gossip_rate_limit_per_s, config.gossip_rate_burst)
+    control = RateLimiter(config.control_rate_limit_per_s, config.control_rate_burst)
+    return {"/shoal.v1.Gossip/": ("gossip", gossip), "/shoal.v1.Membership/": ("gossip", gossip),
+            "/shoal.v1.Control/": ("control", control)}
+
+
+def _interceptors(agent: Agent, secure: bool) -> list[grpc.aio.ServerInterceptor]:
+    def refused(method: str, identity, code: grpc.StatusCode) -> None:
+        agent.metrics.inc("rejected_inputs", reason="unauthorized")
+
+    def limited(name: str, peer: str) -> None:
+        agent.metrics.inc("rejected_inputs", reason="rate_limited")
+        agent.metrics.inc("rate_limited", limit=name)
+
+    limits = RateLimitInterceptor(rate_limits(agent.config), on_refused=limited)
+    if not secure:
+        return [limits]
+    # Authorization first: a caller without the right certificate never spends a token.
+    return [AuthorizationInterceptor(AUTHORIZATION_RULES, on_denied=refused), limits]
+
+
+def reload_tls(agent: Agent) -> int:
+    """Re-reads the CA bundle(s), certificate and key (SIGHUP): new handshakes, both ways, use them.
+
+    Raises CertError, and keeps what runs, if a file is unreadable or the pair
+    does not match. Returns the reload's generation.
+    """
+    if agent.server_tls is None:
+        raise ValueError("this agent runs without TLS (--insecure): nothing to reload")
+    creds: ReloadableServerCredentials = agent.server_tls
+    files = TlsFiles(tuple(creds.ca_paths), creds.cert, creds.key)
+    files.check()
+    generation = creds.reload()
+    agent.clients.use_tls(files)
+    agent.metrics.inc("tls_reloads")
+    log.info("%s: reloaded TLS (generation %d): trust %s, certificate %s", agent.node_id, generation,
+             ", ".join(files.ca), files.cert)
+    return generation
+
+
+async def start_server(agent: Agent, listen: str, tls: TlsFiles | None = None) -> tuple[grpc.aio.Server, str]:
     """Binds and starts the server; returns it and the bound HOST:PORT (port 0 picks one).
+
+    With `tls` (the agent's CA bundle(s), node certificate and key) the port
+    speaks mutual TLS only: every caller must present a certificate from a
+    trusted CA, peers need a node certificate, the control API an operator
+    one (AUTHORIZATION_RULES); the agent also dials its peers with that
+    certificate. Without it (--insecure) everything is plaintext.
+    Per-peer rate limits apply either way.
 
     Besides Shoal's services it serves grpc.health.v1 (tracking joining /
     serving / draining) and server reflection, so stock gRPC tools work.
     """
-    server = grpc.aio.server(options=channel_options(agent.config))
+    if tls is not None:
+        identity = tls.check()
+        if identity != ("node", agent.node_id):
+            raise CertError(f"{tls.cert} names {identity.kind} {identity.name!r}, not node {agent.node_id!r}: "
+                            "peers would refuse this agent (issue one with `shoal certs issue --node ID`)")
+        agent.server_tls = ReloadableServerCredentials(tls.ca, tls.cert, tls.key)
+        agent.clients.use_tls(tls)
+    server = grpc.aio.server(options=channel_options(agent.config),
+                             interceptors=_interceptors(agent, secure=tls is not None))
     gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(agent), server)
     membership_pb2_grpc.add_MembershipServicer_to_server(MembershipServicer(agent), server)
-    migration_pb2_grpc.add_MigrationServicer_to_server(MigrationServicer(agent), server)
+    add_migration_servicer(MigrationServicer(agent), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(agent), server)
+    replica_pb2_grpc.add_ReplicaServicer_to_server(ReplicaServicer(agent), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SHOAL_SERVICES, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
     agent.health = HealthReporter(agent, health_servicer)
     host = listen.rsplit(":", 1)[0]
-    port = server.add_insecure_port(listen)
+    if agent.server_tls is not None:
+        port = server.add_secure_port(listen, agent.server_tls.credentials)
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()

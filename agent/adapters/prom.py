@@ -47,6 +47,8 @@ COUNTER_MAP: dict[str, tuple[str, dict[str, str]]] = {
     "gossip_exchanges_received": ("messages", {"type": "gossip", "direction": "in"}),
     "migration_bytes_sent": ("bytes", {"type": "migration", "direction": "out"}),
     "migration_bytes_received": ("bytes", {"type": "migration", "direction": "in"}),
+    "ha_restarts": ("ha_restarts", {}),
+    "ha_fenced": ("ha_fenced", {}),
 }
 _KEY_RE = re.compile(r"^([a-zA-Z_][a-zA-Z0-9_]*)(?:\{(.*)\})?$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -112,6 +114,13 @@ class AgentMetrics:
         self.suspicions = Counter(f"{p}_suspicions", "Members this node began to suspect", registry=r)
         self.false_suspicions = Counter(f"{p}_false_suspicions", "Suspicions later refuted by the member",
                                         registry=r)
+        self.ha_replicas = Gauge(f"{p}_ha_replicas", "Replicas this node holds for other owners", registry=r)
+        self.ha_unplaced = Gauge(f"{p}_ha_unplaced", "Domains of dead owners this node could place nowhere",
+                                 registry=r)
+        self.ha_restarts = Counter(f"{p}_ha_restarts", "Domains of confirmed-dead owners restarted here (cold)",
+                                   registry=r)
+        self.ha_fenced = Counter(f"{p}_ha_fenced", "Copies destroyed because a newer copy runs elsewhere",
+                                 registry=r)
         self.migration_duration_seconds = Histogram(
             f"{p}_migration_duration_seconds", "Wall time of committed migrations, PREPARE to COMMITTED",
             registry=r, buckets=MIGRATION_DURATION_BUCKETS_S)
@@ -149,6 +158,10 @@ class AgentMetrics:
         """Gauges and counters from Agent.status() (call it on the event loop)."""
         self.set_load(status["cpu_utilization"], status["memory_utilization"], sum(d.get("state") != "reserved-in" for d in status["domains"]))
         self.sync_counters(status["counters"])
+        ha = status.get("ha")
+        if ha is not None:
+            self.ha_replicas.set(ha["replicas"])
+            self.ha_unplaced.set(len(ha["unplaced"]))
 
     # -- the flat counters ----------------------------------------------------------------
     def sync_counters(self, counters: Mapping[str, int | float]) -> list[str]:

@@ -28,14 +28,33 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 
-from agent.adapters.certs import NODE_TLS_NAME, CertError, Identity, check_pair, identity_from_pem
+from agent.adapters.certs import NODE_TLS_NAME, CertError, Identity, check_pair, identity_from_pem, identity_of
 
 log = logging.getLogger("shoal.tls")
+
+
+# -- the files --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TlsFiles:
+    """Where one end's mTLS material lives: trusted CA bundle(s), its certificate and key."""
+
+    ca: tuple[str, ...]
+    cert: str
+    key: str
+
+    def check(self) -> Identity:
+        """Reads everything now (not at the first handshake); returns the certificate's identity.
+
+        Raises CertError naming the file at fault.
+        """
+        read_bundle(self.ca)
+        return identity_of(check_pair(self.cert, self.key))
 
 
 # -- credentials ----------------------------------------------------------------------
@@ -152,7 +171,8 @@ async def require_kind(context: grpc.aio.ServicerContext, *kinds: str) -> Identi
     if identity.kind not in kinds:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                             f"permission denied: {identity.kind} {identity.name!r} may not call this method "
-                            f"(needs a {' or '.join(kinds)} certificate)")
+                            f"(not {' or '.join('an ' + k if k[0] in 'aeiou' else 'a ' + k for k in kinds)} "
+                            "certificate)")
     return identity
 
 
@@ -203,19 +223,22 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        check = functools.partial(self._check, method)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _guard_unary(handler.unary_unary, check), handler.request_deserializer, handler.response_serializer)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _guard_unary(handler.stream_unary, check), handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _guard_stream(handler.unary_stream, check), handler.request_deserializer, handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(
-            _guard_stream(handler.stream_stream, check), handler.request_deserializer, handler.response_serializer)
+        return guard_handler(handler, functools.partial(self._check, handler_call_details.method))
+
+
+def guard_handler(handler: grpc.RpcMethodHandler, check: Callable) -> grpc.RpcMethodHandler:
+    """The same handler with `await check(context)` before its behaviour runs (any of the four kinds)."""
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _guard_unary(handler.unary_unary, check), handler.request_deserializer, handler.response_serializer)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            _guard_unary(handler.stream_unary, check), handler.request_deserializer, handler.response_serializer)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _guard_stream(handler.unary_stream, check), handler.request_deserializer, handler.response_serializer)
+    return grpc.stream_stream_rpc_method_handler(
+        _guard_stream(handler.stream_stream, check), handler.request_deserializer, handler.response_serializer)
 
 
 def _guard_unary(behavior: Callable, check: Callable) -> Callable:

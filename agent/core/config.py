@@ -64,6 +64,17 @@ class AgentConfig:
     # Xen's dynamic rate limit (start 100 Mbit/s, dirty rate + 50, max 500):
     # off by default, since it caps a migration at 62.5 MB/s on any link.
     migration_xen_rate_adaptation: bool = False
+    # -- high availability (agent/core/replicas.py) ---------------------------
+    # Buddies holding each domain's spec: the domain survives its owner and one
+    # buddy failing together (vSphere HA's default tolerates one host).
+    ha_replicas: int = 2
+    # How often an owner checks what its buddies should hold (a change is pushed
+    # at the next check) and a buddy checks for confirmed-dead owners: about two
+    # membership probe periods, small beside the failure-detection bound.
+    ha_push_interval_ms: int = 1_000
+    # Unchanged replica sets are pushed again this often, which repairs a buddy
+    # that restarted with an empty table and lets running copies meet (fencing).
+    ha_refresh_ms: int = 5_000
     # -- host model ------------------------------------------------------------
     # Nova's default cpu_allocation_ratio.
     cpu_overcommit_ratio: float = 16.0
@@ -74,6 +85,16 @@ class AgentConfig:
     message_bytes_max: int = 4 * 1024 * 1024
     # Domains one agent will hold.
     domains_max: int = 4_096
+    # Gossip and membership calls one peer may make per second, beyond its burst.
+    # An honest peer makes about 10 (probes, acks, relays, 2 exchanges); 10x headroom.
+    gossip_rate_limit_per_s: float = 100.0
+    # Calls a peer may bunch up before the rate applies (a join, a refutation storm).
+    gossip_rate_burst: int = 200
+    # Control calls one operator may make per second, beyond its burst: status
+    # polls at 1-10 per second; domain creation is paced by the launcher.
+    control_rate_limit_per_s: float = 50.0
+    # `cluster up` creates a few hundred domains at once on one node.
+    control_rate_burst: int = 500
 
     profile: str = field(default="local")
 
@@ -107,6 +128,9 @@ class AgentConfig:
         if self.rpc_timeout_ms >= self.reservation_lease_ms:
             raise ConfigError("rpc_timeout_ms must be below reservation_lease_ms "
                               f"({self.rpc_timeout_ms} >= {self.reservation_lease_ms})")
+        if self.ha_refresh_ms < self.ha_push_interval_ms:
+            raise ConfigError("ha_refresh_ms must be at least ha_push_interval_ms "
+                              f"({self.ha_refresh_ms} < {self.ha_push_interval_ms})")
         if self.transfer_chunk_bytes % 4096 or self.transfer_chunk_bytes + 64 * 1024 > self.message_bytes_max:
             raise ConfigError("transfer_chunk_bytes must be a multiple of 4096 and leave 64 KiB "
                               f"of framing below message_bytes_max ({self.transfer_chunk_bytes})")

@@ -138,16 +138,20 @@ class Dissemination:
 
     # -- internals -------------------------------------------------------------
     def _digest(self, now_s: float) -> tuple[NodeLoad, ...]:
-        others = [replace(e.load, age_ms=int(e.age_s(now_s) * 1000)) for _, e in sorted(self.entries.items())
-                  if e.age_s(now_s) * 1000 < self.config.peer_forget_ms]
+        # (age, load) pairs first, and copies only of the entries sent: the table holds every peer
+        # heard of in the last peer_forget_ms, a digest at most gossip_entries_max of them.
+        forget_ms = self.config.peer_forget_ms
+        others = [(int(age_ms), e.load) for _, e in sorted(self.entries.items())
+                  if (age_ms := e.age_s(now_s) * 1000) < forget_ms]
         room = self.config.gossip_entries_max - (1 if self.self_load else 0)
         if len(others) > room:
             # Half the freshest (news spreads fast, as in rumor mongering), half
             # random among the rest (older entries still get refreshed somewhere).
-            others.sort(key=lambda load: (load.age_ms, load.node_id))
+            others.sort(key=lambda aged: (aged[0], aged[1].node_id))
             fresh, rest = others[: room // 2], others[room // 2:]
             others = fresh + self.rng.sample(rest, room - len(fresh))
-        return ((self.self_load,) if self.self_load else ()) + tuple(others)
+        return ((self.self_load,) if self.self_load else ()) + tuple(replace(load, age_ms=age_ms)
+                                                                      for age_ms, load in others)
 
     def _merge(self, now_s: float, entries: tuple[NodeLoad, ...]) -> None:
         for load in entries:

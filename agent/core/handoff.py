@@ -26,6 +26,7 @@ Rules (DESIGN.md "Migration handoff"):
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -153,6 +154,8 @@ class TargetHandoffs:
     departed_epochs: dict[str, int] = field(default_factory=dict)
     # Commits recovered from the journal after a restart: migration id -> epoch.
     recovered_commits: dict[str, int] = field(default_factory=dict)
+    # Zeroed bytes for an incoming image (MemoryImage.empty's `allocate`); None: a bytearray.
+    allocate_image: "Callable[[int], bytearray] | None" = None
 
     def active(self) -> list[IncomingMigration]:
         return [m for m in self.incoming.values() if m.state not in TARGET_TERMINAL]
@@ -195,7 +198,7 @@ class TargetHandoffs:
         admission = self.host.admit(req.spec)
         if not admission.ok:
             return PrepareDecision(False, admission.reason)
-        image = MemoryImage.empty(req.spec.memory_mib, self.config.image_real_bytes_max)
+        image = MemoryImage.empty(req.spec.memory_mib, self.config.image_real_bytes_max, self.allocate_image)
         if req.image_bytes != image.real_page_count * PAGE_SIZE:
             return PrepareDecision(False, f"image of {req.image_bytes} bytes, this node takes "
                                           f"{image.real_page_count * PAGE_SIZE} (image_real_bytes_max differs)")

@@ -334,6 +334,30 @@ class Membership:
         """Updates still to be piggy-backed, newest first."""
         return self._broadcasts.pending()
 
+    def next_due_s(self) -> float:
+        """The earliest time `tick` has work to do if no input arrives meanwhile.
+
+        A shell that does not tick on a fixed period (the simulator, which
+        drives thousands of cores) sleeps until then. Any other call may make
+        it earlier (a message queues an update to gossip), so ask again after
+        each one. Infinite when nothing is scheduled.
+        """
+        due = [self._next_gossip_s] if len(self._broadcasts) else []
+        if not self._left:
+            if not self._joined and self._seeds:
+                due.append(self._next_join_s)
+            probe = self._probe
+            if probe is None:
+                due.append(self._next_probe_s)
+            else:
+                due.append(probe.deadline_s if probe.indirect_sent else probe.timeout_s)
+            for relay in self._relays.values():
+                due.append(relay.expires_s if relay.nack_at_s is None else relay.nack_at_s)
+            for suspicion in self._suspicions.values():
+                due.append(suspicion.deadline_s)
+            due += (self._next_shuffle_s, self._next_sync_s, self._next_reconnect_s)
+        return min(due) if due else float("inf")
+
     # -- periodic work ----------------------------------------------------------------
     def _tick_join(self, now_s: float) -> None:
         if not self._joined and self._seeds and now_s >= self._next_join_s:

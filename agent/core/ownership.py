@@ -13,6 +13,11 @@ survive a crash *before* it takes effect outside the process:
   resume     {t, mid, id}                source: the handoff aborted after pause
   arrived    {t, mid, spec, epoch}       target: COMMIT accepted, written before
                                          the answer goes back to the source
+  restarted  {t, spec, epoch, from}      HA: a confirmed-dead owner's domain
+                                         restarted here (cold) at a new epoch
+  fenced     {t, id, epoch, winner, winner_epoch}
+                                         HA: this copy met a newer one and was
+                                         destroyed; like `gone`, a tombstone
 
 Recovery folds the records in order. A `pause` with neither `gone` nor
 `resume` after it is *in doubt*: the domain comes back paused and the agent
@@ -108,6 +113,17 @@ def _apply(r: Recovered, rec: dict[str, Any]) -> None:
             r.domains[spec.domain_id] = (spec, epoch)
             r.departed.pop(spec.domain_id, None)
         r.arrived[rec["mid"]] = epoch
+    elif kind == "restarted":
+        spec = spec_from_record(rec["spec"])
+        epoch = int(rec["epoch"])
+        if epoch > r.departed.get(spec.domain_id, (-1, ""))[0]:
+            r.domains[spec.domain_id] = (spec, epoch)
+            r.departed.pop(spec.domain_id, None)
+    elif kind == "fenced":
+        held = r.domains.get(rec["id"])
+        if held is not None and held[1] <= int(rec["epoch"]):
+            del r.domains[rec["id"]]
+        r.departed[rec["id"]] = (int(rec["winner_epoch"]), rec["winner"])
     elif kind == "arrived_mark":
         r.arrived[rec["mid"]] = int(rec["epoch"])
     elif kind == "pause":

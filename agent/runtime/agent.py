@@ -36,6 +36,8 @@ from agent.core.messages import (OUTCOME_ABORTED, OUTCOME_COMMITTED, OUTCOME_RES
 from agent.core.precopy import PreCopy, PreCopyLimits, Round, StopAndCopy, migration_cost_s
 from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, Proposal
 from agent.core.validation import InputRejected
+from agent.runtime.ha import HighAvailability
+from agent.runtime import image_memory
 from agent.runtime.metrics import Metrics
 from hypervisor.clock import ScaledClock
 from hypervisor.domain import Domain, DomainSpec, DomainSpecError, DomainState
@@ -116,7 +118,8 @@ class Agent:
         self.balancing = True
         self.address = ""
         self.dissemination: Dissemination | None = None
-        self.target: TargetHandoffs = TargetHandoffs(node_id, self.host, config)
+        self.target: TargetHandoffs = TargetHandoffs(node_id, self.host, config,
+                                                     allocate_image=image_memory.zeroed_buffer)
         self.policy = BalancePolicy(config)
         self.clients = PeerClients(config)
         self._tasks: set[asyncio.Task] = set()
@@ -126,6 +129,7 @@ class Agent:
         # Telemetry sinks, set by the process shell; they never feed back into decisions.
         self.telemetry = None  # agent.adapters.telemetry.TelemetryPublisher
         self.health = None  # agent.adapters.grpc_server.HealthReporter, set by start_server
+        self.server_tls = None  # agent.adapters.tls.ReloadableServerCredentials, None under --insecure
         self.prom = None  # agent.adapters.prom.AgentMetrics
         self._last_report_s = 0.0
         self.persist_incarnation = persist_incarnation
@@ -138,6 +142,7 @@ class Agent:
         self._recovered_in_doubt: list[InDoubt] = []
         if recovered is not None:
             self._recover(recovered)
+        self.ha = HighAvailability(self)
 
     def event(self, kind: str, **fields) -> None:
         """An operator-visible event: to MQTT when telemetry is on (never blocks)."""
@@ -248,7 +253,7 @@ class Agent:
 
     def start_loops(self) -> None:
         for coro in (self._membership_loop(), self._gossip_loop(), self._policy_loop(), self._housekeeping_loop(),
-                     self._resolve_recovered()):
+                     self._resolve_recovered(), self.ha.run()):
             self._spawn(coro)
         if self.health is not None:
             self._spawn(self.health.run())
@@ -352,6 +357,7 @@ class Agent:
             assert self.dissemination is not None
             self.dissemination.entries.pop(m.node_id, None)
             self._spawn(self.clients.forget(m.address))
+        self.ha.on_member_event(ev)
 
     def live_view_ids(self) -> set[str]:
         """Members this node may gossip with and migrate to: alive and in its bounded view."""
@@ -522,7 +528,8 @@ class Agent:
         return reply
 
     # -- control -----------------------------------------------------------------
-    def create_domain(self, spec: DomainSpec, epoch: int = 1) -> Domain:
+    def create_domain(self, spec: DomainSpec, epoch: int = 1, record: dict | None = None) -> Domain:
+        """Creates a domain here, journaled first (`record`: the journal record, when not a plain create)."""
         try:
             spec.validate()
         except DomainSpecError as exc:
@@ -538,7 +545,7 @@ class Agent:
         if not admission.ok:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.reason)
         domain = Domain(spec, epoch=epoch, state=DomainState.RUNNING)
-        self._journal({"t": "domain", "spec": spec_to_record(spec), "epoch": epoch})
+        self._journal(record or {"t": "domain", "spec": spec_to_record(spec), "epoch": epoch})
         self.host.add_domain(domain)
         image = MemoryImage(spec.memory_mib, self.config.image_real_bytes_max, seed=spec.image_seed)
         # Hash now, off any migration's path: pre-copy then only rehashes dirtied blocks.
@@ -646,6 +653,7 @@ class Agent:
         return mig
 
     async def run_migration(self, mig: OutgoingMigration) -> MigrationResult:
+        image_memory.tune_allocator()  # chunk buffers reuse freed heap, not fresh pages
         domain = self.host.domains[mig.domain_id]
         target_id = mig.target_id
         domain_id = mig.domain_id
@@ -813,6 +821,7 @@ class Agent:
 
     # -- migration: target side -------------------------------------------------
     def on_prepare(self, req: PrepareRequest) -> PrepareDecision:
+        image_memory.tune_allocator()  # chunk buffers reuse freed heap, not fresh pages
         t = self.model_time_s()
         decision = self.target.on_prepare(self.now_s(), req, self.host.sample(t).cpu_demand_cores)
         if decision.accepted:
@@ -903,5 +912,5 @@ class Agent:
             "mean_utilization_estimate": round(mean, 4) if mean is not None else -1.0,
             "balancing": self.balancing, "draining": self.target.draining,
             "incarnation": self.membership.incarnation, "members": members, "rates": self.traffic_rates(),
-            "counters": dict(sorted(counters.items())),
+            "counters": dict(sorted(counters.items())), "ha": self.ha.status(),
         }

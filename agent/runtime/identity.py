@@ -71,6 +71,26 @@ def load_identity(state_dir: str | Path, requested_id: str | None = None) -> Ide
     return Identity(node_id, incarnation, root)
 
 
+def ensure_node_id(state_dir: str | Path) -> str:
+    """The node id kept in `state_dir`, made now if missing, without starting the node
+    (no incarnation bump): a launcher issues the node's certificate for this id
+    before the agent's first start. Raises ConfigError."""
+    root = Path(state_dir)
+    id_path = root / NODE_ID_FILE
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if id_path.exists():
+            node_id = id_path.read_text().strip()
+            if not ID_RE.match(node_id):
+                raise ConfigError(f"{id_path} holds {node_id!r}, not a node id")
+            return node_id
+        node_id = str(uuid.uuid4())
+        _write_atomic(id_path, node_id + "\n")
+        return node_id
+    except OSError as exc:
+        raise ConfigError(f"state dir {root}: {exc}") from None
+
+
 def save_incarnation(state_dir: str | Path, incarnation: int) -> None:
     """Persists an incarnation that rose at run time (a refutation), so the next
     start begins above it instead of being suspected once more."""

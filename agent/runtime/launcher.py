@@ -24,7 +24,13 @@ from pathlib import Path
 from random import Random
 from typing import TextIO
 
+import grpc
+
+from agent.adapters.certs import CertError
+from agent.adapters.client_config import ClientConfigError, load_client_config
 from agent.adapters.control_client import ControlClient
+from agent.adapters.tls import TlsFiles
+from agent.core.config import ConfigError
 from hypervisor.domain import DomainSpec
 from hypervisor.workload import WorkloadSpec
 
@@ -33,6 +39,7 @@ WORKLOADS = ("constant", "sine", "walk")
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
 QUIESCE_TIMEOUT_S = 20.0
+CREATE_ATTEMPTS_MAX = 8
 # The launcher sizes domains so total CPU demand is this share of capacity.
 DEMAND_SHARE = 0.5
 # "Balanced" for the converged_s figure: every node under the default high
@@ -82,6 +89,7 @@ class ClusterOptions:
     json_output: bool = False
     mqtt_url: str | None = None  # None: start an embedded broker
     cluster: str = "shoal"
+    insecure: bool = False  # plaintext agents; by default a throwaway CA in the state dir secures them
 
     def validate(self) -> None:
         if not 1 <= self.nodes <= 256:
@@ -145,8 +153,11 @@ def plan_domains(opts: ClusterOptions) -> list[tuple[DomainSpec, int]]:
 
 
 # -- processes ------------------------------------------------------------------------
-def _agent_cmd(opts: ClusterOptions, node_dir: Path, origin_s: float, seed: int, mqtt_url: str | None) -> list[str]:
+def _agent_cmd(opts: ClusterOptions, node_dir: Path, origin_s: float, seed: int, mqtt_url: str | None,
+               tls: TlsFiles | None = None) -> list[str]:
     """The agent's command line, without --seeds (added at each start from who is up)."""
+    from agent.runtime.pki import tls_args
+
     cmd = [sys.executable, "-m", "shoal", "agent", "--state-dir", str(node_dir), "--listen", "127.0.0.1:0",
            "--cpu-cores", str(opts.cpu_cores), "--memory-mib", str(opts.memory_mib),
            "--ready-file", str(node_dir / "ready.json"), "--clock-origin", repr(origin_s), "--rng-seed", str(seed),
@@ -155,7 +166,30 @@ def _agent_cmd(opts: ClusterOptions, node_dir: Path, origin_s: float, seed: int,
         cmd += ["--mqtt", mqtt_url]
     if opts.config_file:
         cmd += ["--config", str(Path(opts.config_file).resolve())]
-    return cmd
+    return cmd + (tls_args(tls) if tls is not None else ["--insecure"])
+
+
+def node_tls(opts: ClusterOptions, state_dir: Path, node_dir: Path) -> TlsFiles | None:
+    """The node's certificate from the cluster's throwaway CA (None with --insecure)."""
+    if opts.insecure:
+        return None
+    from agent.runtime.pki import issue_node_files
+    try:
+        return issue_node_files(state_dir, node_dir)
+    except (CertError, ConfigError) as exc:
+        raise LaunchError(f"cannot make the certificate of {node_dir.name}: {exc}") from None
+
+
+def operator_tls(opts: ClusterOptions, state_dir: Path) -> tuple[TlsFiles | None, Path | None]:
+    """The launcher's own operator certificate and the client.toml naming it (None, None with --insecure)."""
+    if opts.insecure:
+        return None, None
+    from agent.runtime.pki import write_operator_config
+    try:
+        path = write_operator_config(state_dir)
+        return load_client_config(path), path
+    except (CertError, ClientConfigError) as exc:
+        raise LaunchError(f"cannot make the operator certificate: {exc}") from None
 
 
 def spawn_agent(name: str, cmd: list[str], seeds: list[str], node_dir: Path, detach: bool) -> subprocess.Popen:
@@ -201,7 +235,8 @@ async def start_agents(opts: ClusterOptions, state_dir: Path, mqtt_url: str | No
             for i in batch:
                 name = f"node-{i}"
                 node_dir = state_dir / name
-                cmd = _agent_cmd(opts, node_dir, origin_s, opts.seed * 1000 + i, mqtt_url)
+                cmd = _agent_cmd(opts, node_dir, origin_s, opts.seed * 1000 + i, mqtt_url,
+                                 node_tls(opts, state_dir, node_dir))
                 proc = spawn_agent(name, cmd, seeds, node_dir, opts.detach)
                 group.append(Node("", "", proc.pid, proc, name, str(node_dir), cmd))
             nodes += group
@@ -362,14 +397,23 @@ async def quiesce(clients: list[ControlClient]) -> None:
 
 
 # -- commands ------------------------------------------------------------------------------
-async def create_domains(nodes: list[Node], plans: list[tuple[DomainSpec, int]]) -> None:
-    clients = [ControlClient(n.address) for n in nodes]
+async def create_domains(nodes: list[Node], plans: list[tuple[DomainSpec, int]],
+                         tls: TlsFiles | None = None) -> None:
+    clients = [ControlClient(n.address, tls) for n in nodes]
     try:
         sem = asyncio.Semaphore(16)
 
         async def one(spec: DomainSpec, idx: int) -> None:
             async with sem:
-                await clients[idx].create_domain(spec)
+                for attempt in range(CREATE_ATTEMPTS_MAX):
+                    try:
+                        await clients[idx].create_domain(spec)
+                        return
+                    except grpc.aio.AioRpcError as exc:
+                        # The agent's control rate limit: back off and retry, as any client should.
+                        if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or attempt == CREATE_ATTEMPTS_MAX - 1:
+                            raise
+                        await asyncio.sleep(min(2.0, 0.05 * 2 ** attempt))
         await asyncio.gather(*(one(spec, idx) for spec, idx in plans))
     finally:
         for c in clients:
@@ -412,17 +456,24 @@ async def cluster_up(opts: ClusterOptions, out: TextIO = sys.stdout, live: TextI
             logging.getLogger("amqtt").setLevel(logging.WARNING)
             broker = EmbeddedBroker("127.0.0.1", 0)
             mqtt_url = await broker.start()
+        tls, client_config = operator_tls(opts, state_dir)
         nodes = await start_agents(opts, state_dir, mqtt_url)
-        await create_domains(nodes, plans)
+        try:
+            await create_domains(nodes, plans, tls)
+        except grpc.aio.AioRpcError as exc:
+            raise LaunchError(f"creating the domains failed: {exc.code().name}: {exc.details()}") from None
         if opts.detach:
             path = write_cluster_file(state_dir, nodes, {
                 "cluster": opts.cluster, "mqtt": mqtt_url.removeprefix("mqtt://"),
-                "broker_pid": broker_proc.pid if broker_proc else None})
+                "broker_pid": broker_proc.pid if broker_proc else None,
+                "client_config": str(client_config.resolve()) if client_config else None})
             print(f"cluster of {len(nodes)} agents running; state in {path}", file=out)
+            if client_config:
+                print(f"client commands: export SHOAL_CLIENT_CONFIG={client_config.resolve()}", file=out)
             print(f"stop it with: shoal cluster down --state-dir {state_dir}", file=out)
             nodes, broker_proc = [], None  # detached: leave them running
             return None
-        clients = [ControlClient(n.address) for n in nodes]
+        clients = [ControlClient(n.address, tls) for n in nodes]
         try:
             first = await gather_status(clients)
             initial_cov = cov([s["cpu_utilization"] for s in first if s])

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.adapters.grpc_server import start_server
+from agent.adapters.certs import CertError
+from agent.adapters.grpc_server import reload_tls, start_server
+from agent.adapters.tls import TlsFiles
 from agent.adapters.journal import Journal, JournalError
 from agent.adapters.prom import AgentMetrics
 from agent.adapters.telemetry import TelemetryPublisher
@@ -47,6 +49,7 @@ class AgentOptions:
     advertise: str | None = None  # the address peers should use, when it differs from --listen
     rng_seed: int | None = None
     clock_origin_s: float | None = None
+    tls: TlsFiles | None = None  # mutual TLS material; None only with an explicit --insecure
 
 
 def _read_toml(path: str | None) -> dict[str, Any]:
@@ -70,6 +73,7 @@ def load_config_file(path: str | None, overrides: dict[str, Any] | None = None) 
         raise ConfigError(f"config file {path}: [agent] must be a table of settings, got {section!r}")
     values = dict(section)
     values.pop("membership", None)
+    values.pop("tls", None)
     values.update(overrides or {})
     try:
         return config_from_mapping(values)
@@ -90,6 +94,66 @@ def load_membership_config(path: str | None, profile: str) -> MembershipConfig:
         return dataclasses.replace(MembershipConfig.profile(profile), **values).validate()
     except TypeError as exc:
         raise ConfigError(f"membership: {exc}") from None
+
+
+TLS_KEYS = ("ca", "cert", "key", "insecure")
+
+
+def load_tls_settings(path: str | None) -> dict[str, Any]:
+    """The [tls] table of the config file (ca: path or list, cert, key, insecure),
+    with relative paths resolved against the file's folder; raises ConfigError."""
+    table = _read_toml(path).get("tls", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[tls] must be a table")
+    unknown = sorted(set(table) - set(TLS_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown tls setting(s) {', '.join(unknown)}; known: {', '.join(TLS_KEYS)}")
+    base = Path(path).resolve().parent if path else Path.cwd()
+    out: dict[str, Any] = {}
+    if "insecure" in table:
+        if not isinstance(table["insecure"], bool):
+            raise ConfigError(f"tls.insecure: expected true or false, got {table['insecure']!r}")
+        out["insecure"] = table["insecure"]
+    for key in ("ca", "cert", "key"):
+        if key not in table:
+            continue
+        value = table[key]
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items) \
+                or (key != "ca" and len(items) != 1):
+            raise ConfigError(f"tls.{key}: expected a path{' or a list of paths' if key == 'ca' else ''}, "
+                              f"got {value!r}")
+        paths = [str(base / v) for v in items]  # an absolute v stays itself
+        out[key] = paths if key == "ca" else paths[0]
+    return out
+
+
+def resolve_tls(ca: list[str] | None, cert: str | None, key: str | None, insecure: bool,
+                config_path: str | None = None) -> TlsFiles | None:
+    """The agent's mutual TLS material from flags over the config file's [tls] table.
+
+    On by default: without --ca, --cert and --key (or their [tls] keys) the agent
+    does not start unless --insecure says plaintext on purpose. Raises ConfigError.
+    """
+    file = load_tls_settings(config_path)
+    if insecure and (ca or cert or key):
+        raise ConfigError("--insecure contradicts --ca/--cert/--key: choose mutual TLS or plaintext")
+    if insecure or (file.get("insecure") and not (ca or cert or key)):
+        return None
+    ca_paths = tuple(ca or file.get("ca") or ())
+    cert, key = cert or file.get("cert"), key or file.get("key")
+    missing = [flag for flag, v in (("--ca", ca_paths), ("--cert", cert), ("--key", key)) if not v]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(f"mutual TLS is on by default and {', '.join(missing)} {verb} missing: give --ca CA.crt "
+                          "--cert NODE.crt --key NODE.key (make them with `shoal certs init` and "
+                          "`shoal certs issue --node ID`), or --insecure for a plaintext local experiment")
+    files = TlsFiles(ca_paths, cert, key)
+    try:
+        files.check()
+    except CertError as exc:
+        raise ConfigError(f"tls: {exc}") from None
+    return files
 
 
 def host_spec(cpu_cores: float, memory_mib: int, config: AgentConfig) -> HostSpec:
@@ -133,7 +197,14 @@ async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
                   persist_incarnation=(lambda inc: save_incarnation(opts.state_dir, inc)) if opts.state_dir else None,
                   seeds=opts.seeds, rng_seed=opts.rng_seed, clock_origin_s=opts.clock_origin_s,
                   incarnation=opts.incarnation, membership_config=opts.membership)
-    server, bound = await start_server(agent, opts.listen)
+    if opts.tls is None:
+        log.warning("%s: --insecure: plaintext gRPC, no peer authentication; any process that reaches %s can "
+                    "gossip, take domains and call the control API. For local experiments only.",
+                    opts.node_id, opts.listen)
+    try:
+        server, bound = await start_server(agent, opts.listen, opts.tls)
+    except CertError as exc:
+        raise ConfigError(f"tls: {exc}") from None
     address = advertised_address(bound, opts.advertise)
     agent.bind(address)
     metrics_server, metrics_address = None, ""
@@ -159,6 +230,10 @@ async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread (tests run agents in-process)
     try:
+        loop.add_signal_handler(signal.SIGHUP, on_sighup, agent)
+    except (NotImplementedError, RuntimeError):
+        pass
+    try:
         await stop.wait()
     finally:
         log.info("%s: stopping", opts.node_id)
@@ -168,6 +243,18 @@ async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
             await agent.telemetry.stop()
         if metrics_server is not None:
             metrics_server.stop()
+
+
+def on_sighup(agent: Agent) -> None:
+    """SIGHUP: re-read the CA bundle(s), certificate and key; a bad file keeps the running ones."""
+    if agent.server_tls is None:
+        log.warning("%s: SIGHUP: running with --insecure, no certificates to reload", agent.node_id)
+        return
+    try:
+        reload_tls(agent)
+    except (CertError, OSError) as exc:
+        agent.metrics.inc("tls_reload_failed")
+        log.error("%s: SIGHUP: TLS reload refused, keeping the running certificates: %s", agent.node_id, exc)
 
 
 async def run_broker(listen: str, ready_file: str | None, stop: asyncio.Event | None = None) -> None:

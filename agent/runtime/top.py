@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent.adapters.control_client import ControlClient
+from agent.adapters.control_client import FROM_ENV, ControlClient
 
 EVENTS_SHOWN = 12
 BAR_WIDTH = 20
@@ -79,9 +79,9 @@ def render(status: dict, events: deque) -> Group:
 
 
 async def run_top(target: str, interval_s: float = 1.0, iterations: int | None = None,
-                  console: Console | None = None) -> int:
+                  console: Console | None = None, tls=FROM_ENV) -> int:
     console = console or Console()
-    client = ControlClient(target)
+    client = ControlClient(target, tls)
     events: deque[str] = deque(maxlen=200)
     before = None
     try:

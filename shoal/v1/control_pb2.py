@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoal.v1 import types_pb2 as shoal_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shoal/v1/control.proto\x12\x08shoal.v1\x1a\x14shoal/v1/types.proto\"&\n\x11SaveDomainRequest\x12\x11\n\tdomain_id\x18\x01 \x01(\t\"\x19\n\tFilePiece\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"?\n\x15RestoreDomainResponse\x12&\n\x06\x64omain\x18\x01 \x01(\x0b\x32\x16.shoal.v1.DomainStatus\"\x0f\n\rStatusRequest\"\xd6\x01\n\x0c\x44omainStatus\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10\x63pu_demand_cores\x18\x04 \x01(\x01\x12\x1b\n\x13\x63pu_allocated_cores\x18\x05 \x01(\x01\x12\x12\n\nmemory_mib\x18\x06 \x01(\x04\x12\r\n\x05vcpus\x18\x07 \x01(\r\x12\x10\n\x08workload\x18\x08 \x01(\t\x12\x18\n\x10\x64irty_rate_mib_s\x18\t \x01(\x01\x12\x0f\n\x07wws_mib\x18\n \x01(\x01\"\x83\x01\n\nPeerStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x17\n\x0f\x63pu_utilization\x18\x03 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x04 \x01(\x01\x12\r\n\x05\x61ge_s\x18\x05 \x01(\x01\x12\x0f\n\x07\x64omains\x18\x06 \x01(\r\"m\n\x0fMigrationStatus\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x11\n\tdomain_id\x18\x02 \x01(\t\x12\x11\n\tdirection\x18\x03 \x01(\t\x12\x0f\n\x07peer_id\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\"\xd3\x05\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x17\n\x0f\x63pu_utilization\x18\x03 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x04 \x01(\x01\x12\x1a\n\x12\x63pu_capacity_cores\x18\x05 \x01(\x01\x12\x18\n\x10\x63pu_demand_cores\x18\x06 \x01(\x01\x12\x1a\n\x12\x63pu_unserved_cores\x18\x07 \x01(\x01\x12\x1b\n\x13memory_capacity_mib\x18\x08 \x01(\x01\x12\x17\n\x0fmemory_used_mib\x18\t \x01(\x01\x12\'\n\x07\x64omains\x18\n \x03(\x0b\x32\x16.shoal.v1.DomainStatus\x12#\n\x05peers\x18\x0b \x03(\x0b\x32\x14.shoal.v1.PeerStatus\x12\x38\n\x08\x63ounters\x18\x0c \x03(\x0b\x32&.shoal.v1.StatusResponse.CountersEntry\x12!\n\x19mean_utilization_estimate\x18\r \x01(\x01\x12\x11\n\tbalancing\x18\x0e \x01(\x08\x12-\n\nmigrations\x18\x0f \x03(\x0b\x32\x19.shoal.v1.MigrationStatus\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12\x14\n\x0cmodel_time_s\x18\x11 \x01(\x01\x12%\n\x07members\x18\x12 \x03(\x0b\x32\x14.shoal.v1.MemberInfo\x12\x13\n\x0bincarnation\x18\x13 \x01(\x04\x12\x32\n\x05rates\x18\x14 \x03(\x0b\x32#.shoal.v1.StatusResponse.RatesEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a,\n\nRatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"{\n\nMemberInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x15\n\rlast_change_s\x18\x05 \x01(\x01\x12\x0f\n\x07in_view\x18\x06 \x01(\x08\"\x14\n\x12ListDomainsRequest\">\n\x13ListDomainsResponse\x12\'\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x16.shoal.v1.DomainStatus\"9\n\x13\x43reateDomainRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.DomainSpec\">\n\x14\x43reateDomainResponse\x12&\n\x06\x64omain\x18\x01 \x01(\x0b\x32\x16.shoal.v1.DomainStatus\"k\n\x14MigrateDomainRequest\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\x16\n\x0etarget_node_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61ndwidth_mib_s\x18\x03 \x01(\x01\x12\x0f\n\x07no_wait\x18\x04 \x01(\x08\"\xed\x01\n\x15MigrateDomainResponse\x12\x10\n\x08migrated\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cmigration_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x0e\n\x06rounds\x18\x07 \x01(\r\x12\x13\n\x0b\x64owntime_ms\x18\x08 \x01(\x01\x12\x13\n\x0bstop_reason\x18\t \x01(\t\x12\x17\n\x0f\x61\x63\x63ounted_bytes\x18\n \x01(\x04\x12\x12\n\nhash_equal\x18\x0b \x01(\x08\"\x0e\n\x0c\x44rainRequest\"*\n\rDrainResponse\x12\x19\n\x11\x64omains_remaining\x18\x01 \x01(\r\"&\n\x13SetBalancingRequest\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"D\n\x14SetBalancingResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x1b\n\x13migrations_inflight\x18\x02 \x01(\r2\xc7\x04\n\x07\x43ontrol\x12;\n\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12J\n\x0bListDomains\x12\x1c.shoal.v1.ListDomainsRequest\x1a\x1d.shoal.v1.ListDomainsResponse\x12M\n\x0c\x43reateDomain\x12\x1d.shoal.v1.CreateDomainRequest\x1a\x1e.shoal.v1.CreateDomainResponse\x12P\n\rMigrateDomain\x12\x1e.shoal.v1.MigrateDomainRequest\x1a\x1f.shoal.v1.MigrateDomainResponse\x12\x38\n\x05\x44rain\x12\x16.shoal.v1.DrainRequest\x1a\x17.shoal.v1.DrainResponse\x12M\n\x0cSetBalancing\x12\x1d.shoal.v1.SetBalancingRequest\x1a\x1e.shoal.v1.SetBalancingResponse\x12@\n\nSaveDomain\x12\x1b.shoal.v1.SaveDomainRequest\x1a\x13.shoal.v1.FilePiece0\x01\x12G\n\rRestoreDomain\x12\x13.shoal.v1.FilePiece\x1a\x1f.shoal.v1.RestoreDomainResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shoal/v1/control.proto\x12\x08shoal.v1\x1a\x14shoal/v1/types.proto\"&\n\x11SaveDomainRequest\x12\x11\n\tdomain_id\x18\x01 \x01(\t\"\x19\n\tFilePiece\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"?\n\x15RestoreDomainResponse\x12&\n\x06\x64omain\x18\x01 \x01(\x0b\x32\x16.shoal.v1.DomainStatus\"\x0f\n\rStatusRequest\"\xd6\x01\n\x0c\x44omainStatus\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10\x63pu_demand_cores\x18\x04 \x01(\x01\x12\x1b\n\x13\x63pu_allocated_cores\x18\x05 \x01(\x01\x12\x12\n\nmemory_mib\x18\x06 \x01(\x04\x12\r\n\x05vcpus\x18\x07 \x01(\r\x12\x10\n\x08workload\x18\x08 \x01(\t\x12\x18\n\x10\x64irty_rate_mib_s\x18\t \x01(\x01\x12\x0f\n\x07wws_mib\x18\n \x01(\x01\"\x83\x01\n\nPeerStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x17\n\x0f\x63pu_utilization\x18\x03 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x04 \x01(\x01\x12\r\n\x05\x61ge_s\x18\x05 \x01(\x01\x12\x0f\n\x07\x64omains\x18\x06 \x01(\r\"m\n\x0fMigrationStatus\x12\x14\n\x0cmigration_id\x18\x01 \x01(\t\x12\x11\n\tdomain_id\x18\x02 \x01(\t\x12\x11\n\tdirection\x18\x03 \x01(\t\x12\x0f\n\x07peer_id\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\"\xf3\x05\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x17\n\x0f\x63pu_utilization\x18\x03 \x01(\x01\x12\x1a\n\x12memory_utilization\x18\x04 \x01(\x01\x12\x1a\n\x12\x63pu_capacity_cores\x18\x05 \x01(\x01\x12\x18\n\x10\x63pu_demand_cores\x18\x06 \x01(\x01\x12\x1a\n\x12\x63pu_unserved_cores\x18\x07 \x01(\x01\x12\x1b\n\x13memory_capacity_mib\x18\x08 \x01(\x01\x12\x17\n\x0fmemory_used_mib\x18\t \x01(\x01\x12\'\n\x07\x64omains\x18\n \x03(\x0b\x32\x16.shoal.v1.DomainStatus\x12#\n\x05peers\x18\x0b \x03(\x0b\x32\x14.shoal.v1.PeerStatus\x12\x38\n\x08\x63ounters\x18\x0c \x03(\x0b\x32&.shoal.v1.StatusResponse.CountersEntry\x12!\n\x19mean_utilization_estimate\x18\r \x01(\x01\x12\x11\n\tbalancing\x18\x0e \x01(\x08\x12-\n\nmigrations\x18\x0f \x03(\x0b\x32\x19.shoal.v1.MigrationStatus\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12\x14\n\x0cmodel_time_s\x18\x11 \x01(\x01\x12%\n\x07members\x18\x12 \x03(\x0b\x32\x14.shoal.v1.MemberInfo\x12\x13\n\x0bincarnation\x18\x13 \x01(\x04\x12\x32\n\x05rates\x18\x14 \x03(\x0b\x32#.shoal.v1.StatusResponse.RatesEntry\x12\x1e\n\x02ha\x18\x15 \x01(\x0b\x32\x12.shoal.v1.HaStatus\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a,\n\nRatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x83\x01\n\x08HaStatus\x12\x10\n\x08replicas\x18\x01 \x01(\r\x12\x10\n\x08restarts\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x65nced\x18\x03 \x01(\x04\x12*\n\x08unplaced\x18\x04 \x03(\x0b\x32\x18.shoal.v1.UnplacedDomain\x12\x17\n\x0freplicas_factor\x18\x05 \x01(\r\"E\n\x0eUnplacedDomain\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"{\n\nMemberInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x15\n\rlast_change_s\x18\x05 \x01(\x01\x12\x0f\n\x07in_view\x18\x06 \x01(\x08\"\x14\n\x12ListDomainsRequest\">\n\x13ListDomainsResponse\x12\'\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x16.shoal.v1.DomainStatus\"9\n\x13\x43reateDomainRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.DomainSpec\">\n\x14\x43reateDomainResponse\x12&\n\x06\x64omain\x18\x01 \x01(\x0b\x32\x16.shoal.v1.DomainStatus\"k\n\x14MigrateDomainRequest\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\x16\n\x0etarget_node_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61ndwidth_mib_s\x18\x03 \x01(\x01\x12\x0f\n\x07no_wait\x18\x04 \x01(\x08\"\xed\x01\n\x15MigrateDomainResponse\x12\x10\n\x08migrated\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0cmigration_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x12\n\nbytes_sent\x18\x05 \x01(\x04\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x0e\n\x06rounds\x18\x07 \x01(\r\x12\x13\n\x0b\x64owntime_ms\x18\x08 \x01(\x01\x12\x13\n\x0bstop_reason\x18\t \x01(\t\x12\x17\n\x0f\x61\x63\x63ounted_bytes\x18\n \x01(\x04\x12\x12\n\nhash_equal\x18\x0b \x01(\x08\"\x0e\n\x0c\x44rainRequest\"*\n\rDrainResponse\x12\x19\n\x11\x64omains_remaining\x18\x01 \x01(\r\"&\n\x13SetBalancingRequest\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"D\n\x14SetBalancingResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x1b\n\x13migrations_inflight\x18\x02 \x01(\r2\xc7\x04\n\x07\x43ontrol\x12;\n\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12J\n\x0bListDomains\x12\x1c.shoal.v1.ListDomainsRequest\x1a\x1d.shoal.v1.ListDomainsResponse\x12M\n\x0c\x43reateDomain\x12\x1d.shoal.v1.CreateDomainRequest\x1a\x1e.shoal.v1.CreateDomainResponse\x12P\n\rMigrateDomain\x12\x1e.shoal.v1.MigrateDomainRequest\x1a\x1f.shoal.v1.MigrateDomainResponse\x12\x38\n\x05\x44rain\x12\x16.shoal.v1.DrainRequest\x1a\x17.shoal.v1.DrainResponse\x12M\n\x0cSetBalancing\x12\x1d.shoal.v1.SetBalancingRequest\x1a\x1e.shoal.v1.SetBalancingResponse\x12@\n\nSaveDomain\x12\x1b.shoal.v1.SaveDomainRequest\x1a\x13.shoal.v1.FilePiece0\x01\x12G\n\rRestoreDomain\x12\x13.shoal.v1.FilePiece\x1a\x1f.shoal.v1.RestoreDomainResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,33 +51,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MIGRATIONSTATUS']._serialized_start=558
   _globals['_MIGRATIONSTATUS']._serialized_end=667
   _globals['_STATUSRESPONSE']._serialized_start=670
-  _globals['_STATUSRESPONSE']._serialized_end=1393
-  _globals['_STATUSRESPONSE_COUNTERSENTRY']._serialized_start=1300
-  _globals['_STATUSRESPONSE_COUNTERSENTRY']._serialized_end=1347
-  _globals['_STATUSRESPONSE_RATESENTRY']._serialized_start=1349
-  _globals['_STATUSRESPONSE_RATESENTRY']._serialized_end=1393
-  _globals['_MEMBERINFO']._serialized_start=1395
-  _globals['_MEMBERINFO']._serialized_end=1518
-  _globals['_LISTDOMAINSREQUEST']._serialized_start=1520
-  _globals['_LISTDOMAINSREQUEST']._serialized_end=1540
-  _globals['_LISTDOMAINSRESPONSE']._serialized_start=1542
-  _globals['_LISTDOMAINSRESPONSE']._serialized_end=1604
-  _globals['_CREATEDOMAINREQUEST']._serialized_start=1606
-  _globals['_CREATEDOMAINREQUEST']._serialized_end=1663
-  _globals['_CREATEDOMAINRESPONSE']._serialized_start=1665
-  _globals['_CREATEDOMAINRESPONSE']._serialized_end=1727
-  _globals['_MIGRATEDOMAINREQUEST']._serialized_start=1729
-  _globals['_MIGRATEDOMAINREQUEST']._serialized_end=1836
-  _globals['_MIGRATEDOMAINRESPONSE']._serialized_start=1839
-  _globals['_MIGRATEDOMAINRESPONSE']._serialized_end=2076
-  _globals['_DRAINREQUEST']._serialized_start=2078
-  _globals['_DRAINREQUEST']._serialized_end=2092
-  _globals['_DRAINRESPONSE']._serialized_start=2094
-  _globals['_DRAINRESPONSE']._serialized_end=2136
-  _globals['_SETBALANCINGREQUEST']._serialized_start=2138
-  _globals['_SETBALANCINGREQUEST']._serialized_end=2176
-  _globals['_SETBALANCINGRESPONSE']._serialized_start=2178
-  _globals['_SETBALANCINGRESPONSE']._serialized_end=2246
-  _globals['_CONTROL']._serialized_start=2249
-  _globals['_CONTROL']._serialized_end=2832
+  _globals['_STATUSRESPONSE']._serialized_end=1425
+  _globals['_STATUSRESPONSE_COUNTERSENTRY']._serialized_start=1332
+  _globals['_STATUSRESPONSE_COUNTERSENTRY']._serialized_end=1379
+  _globals['_STATUSRESPONSE_RATESENTRY']._serialized_start=1381
+  _globals['_STATUSRESPONSE_RATESENTRY']._serialized_end=1425
+  _globals['_HASTATUS']._serialized_start=1428
+  _globals['_HASTATUS']._serialized_end=1559
+  _globals['_UNPLACEDDOMAIN']._serialized_start=1561
+  _globals['_UNPLACEDDOMAIN']._serialized_end=1630
+  _globals['_MEMBERINFO']._serialized_start=1632
+  _globals['_MEMBERINFO']._serialized_end=1755
+  _globals['_LISTDOMAINSREQUEST']._serialized_start=1757
+  _globals['_LISTDOMAINSREQUEST']._serialized_end=1777
+  _globals['_LISTDOMAINSRESPONSE']._serialized_start=1779
+  _globals['_LISTDOMAINSRESPONSE']._serialized_end=1841
+  _globals['_CREATEDOMAINREQUEST']._serialized_start=1843
+  _globals['_CREATEDOMAINREQUEST']._serialized_end=1900
+  _globals['_CREATEDOMAINRESPONSE']._serialized_start=1902
+  _globals['_CREATEDOMAINRESPONSE']._serialized_end=1964
+  _globals['_MIGRATEDOMAINREQUEST']._serialized_start=1966
+  _globals['_MIGRATEDOMAINREQUEST']._serialized_end=2073
+  _globals['_MIGRATEDOMAINRESPONSE']._serialized_start=2076
+  _globals['_MIGRATEDOMAINRESPONSE']._serialized_end=2313
+  _globals['_DRAINREQUEST']._serialized_start=2315
+  _globals['_DRAINREQUEST']._serialized_end=2329
+  _globals['_DRAINRESPONSE']._serialized_start=2331
+  _globals['_DRAINRESPONSE']._serialized_end=2373
+  _globals['_SETBALANCINGREQUEST']._serialized_start=2375
+  _globals['_SETBALANCINGREQUEST']._serialized_end=2413
+  _globals['_SETBALANCINGRESPONSE']._serialized_start=2415
+  _globals['_SETBALANCINGRESPONSE']._serialized_end=2483
+  _globals['_CONTROL']._serialized_start=2486
+  _globals['_CONTROL']._serialized_end=3069
 # @@protoc_insertion_point(module_scope)

@@ -84,7 +84,7 @@ class MigrationStatus(_message.Message):
     def __init__(self, migration_id: _Optional[str] = ..., domain_id: _Optional[str] = ..., direction: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("node_id", "address", "cpu_utilization", "memory_utilization", "cpu_capacity_cores", "cpu_demand_cores", "cpu_unserved_cores", "memory_capacity_mib", "memory_used_mib", "domains", "peers", "counters", "mean_utilization_estimate", "balancing", "migrations", "draining", "model_time_s", "members", "incarnation", "rates")
+    __slots__ = ("node_id", "address", "cpu_utilization", "memory_utilization", "cpu_capacity_cores", "cpu_demand_cores", "cpu_unserved_cores", "memory_capacity_mib", "memory_used_mib", "domains", "peers", "counters", "mean_utilization_estimate", "balancing", "migrations", "draining", "model_time_s", "members", "incarnation", "rates", "ha")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class StatusResponse(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     RATES_FIELD_NUMBER: _ClassVar[int]
+    HA_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     cpu_utilization: float
@@ -139,7 +140,32 @@ class StatusResponse(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
     incarnation: int
     rates: _containers.ScalarMap[str, float]
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., cpu_utilization: _Optional[float] = ..., memory_utilization: _Optional[float] = ..., cpu_capacity_cores: _Optional[float] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_unserved_cores: _Optional[float] = ..., memory_capacity_mib: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ..., mean_utilization_estimate: _Optional[float] = ..., balancing: _Optional[bool] = ..., migrations: _Optional[_Iterable[_Union[MigrationStatus, _Mapping]]] = ..., draining: _Optional[bool] = ..., model_time_s: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., incarnation: _Optional[int] = ..., rates: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    ha: HaStatus
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., cpu_utilization: _Optional[float] = ..., memory_utilization: _Optional[float] = ..., cpu_capacity_cores: _Optional[float] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_unserved_cores: _Optional[float] = ..., memory_capacity_mib: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ..., mean_utilization_estimate: _Optional[float] = ..., balancing: _Optional[bool] = ..., migrations: _Optional[_Iterable[_Union[MigrationStatus, _Mapping]]] = ..., draining: _Optional[bool] = ..., model_time_s: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., incarnation: _Optional[int] = ..., rates: _Optional[_Mapping[str, float]] = ..., ha: _Optional[_Union[HaStatus, _Mapping]] = ...) -> None: ...
+
+class HaStatus(_message.Message):
+    __slots__ = ("replicas", "restarts", "fenced", "unplaced", "replicas_factor")
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    FENCED_FIELD_NUMBER: _ClassVar[int]
+    UNPLACED_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    replicas: int
+    restarts: int
+    fenced: int
+    unplaced: _containers.RepeatedCompositeFieldContainer[UnplacedDomain]
+    replicas_factor: int
+    def __init__(self, replicas: _Optional[int] = ..., restarts: _Optional[int] = ..., fenced: _Optional[int] = ..., unplaced: _Optional[_Iterable[_Union[UnplacedDomain, _Mapping]]] = ..., replicas_factor: _Optional[int] = ...) -> None: ...
+
+class UnplacedDomain(_message.Message):
+    __slots__ = ("domain_id", "owner_id", "reason")
+    DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    domain_id: str
+    owner_id: str
+    reason: str
+    def __init__(self, domain_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
     __slots__ = ("node_id", "address", "status", "incarnation", "last_change_s", "in_view")

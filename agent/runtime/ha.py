@@ -1,0 +1,377 @@
+"""High availability in the agent: the asyncio shell around agent/core/replicas.py.
+
+Every `ha_push_interval_ms` (and at once when membership declares a member
+dead) the shell:
+- asks the owner core what each buddy should hold and pushes it (Replicate);
+  the answers may name copies that outrank ours: one the buddy runs itself is
+  fenced at once, one it only heard of is first confirmed with its holder
+  (Locate), so a copy is destroyed only when a winning copy is known to run;
+- asks the buddy core which domains of confirmed-dead owners this node may
+  coordinate; asks the live members ranked ahead of it whether one of them
+  holds the replica (Holds: then it is theirs); and restarts the rest: here
+  if they fit, else on a peer with room (Adopt), else they are `unplaced`
+  (reported once, listed in status) and decided again next round.
+
+Before a restart it asks the reachable live members whether one already runs
+the domain at the record's epoch or later (it migrated just before its owner
+died): then the record is stale and dropped. It asks the dead owner too: one
+that answers is not dead (a wrong verdict), so nothing restarts. Unreachable
+members are not waited for beyond one RPC deadline: that is the partition
+case, which fencing settles when it heals.
+A restart is journaled (`restarted`) before the domain runs; a fenced copy is
+journaled (`fenced`) before it is destroyed, so neither comes back wrong
+after a crash. Both are logged, counted and published as telemetry events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import grpc
+
+from agent.core.membership import MemberEvent, MemberStatus
+from agent.core.ownership import spec_to_record
+from agent.core.validation import InputRejected
+from agent.core.replicas import (Copy, FenceLocal, OwnedDomain, OwnerReplication, PeerRoom, ReplicaPush, ReplicaTable,
+                                 Replica, ReplicateOutcome, Restart, Room, Unplaced)
+from hypervisor.domain import DomainState
+
+if TYPE_CHECKING:
+    from agent.runtime.agent import Agent
+
+log = logging.getLogger("shoal.ha")
+
+LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+
+
+class HighAvailability:
+    def __init__(self, agent: "Agent") -> None:
+        self.agent = agent
+        cfg = agent.config
+        self.owner = OwnerReplication(agent.node_id, cfg.ha_replicas, cfg.ha_refresh_ms / 1000)
+        # A buddy holds at most as many replicas as it may hold domains, times the replica factor.
+        self.table = ReplicaTable(agent.node_id, entries_max=cfg.domains_max * cfg.ha_replicas)
+        # Confirmed dead by membership -> local time of the verdict (kept after the tombstone is reaped).
+        self.dead_since: dict[str, float] = {}
+        self.restarts = 0
+        self.fenced = 0
+        self._wake = asyncio.Event()
+        self._busy: set[str] = set()  # domains with a restart or a verification in flight
+        self._unplaced_reported: set[str] = set()  # logged and published once each
+
+    # -- membership -----------------------------------------------------------------
+    def on_member_event(self, ev: MemberEvent) -> None:
+        m = ev.member
+        if m.status is MemberStatus.DEAD:
+            self.dead_since.setdefault(m.node_id, self.agent.now_s())
+            self._wake.set()
+        elif m.status in LIVE or m.status is MemberStatus.LEFT:
+            self.dead_since.pop(m.node_id, None)
+            if m.status is MemberStatus.ALIVE:
+                self._wake.set()  # a new or returning member: buddies may change, copies may meet
+
+    def _live_ids(self) -> set[str]:
+        assert self.agent.membership is not None
+        return {m.node_id for m in self.agent.membership.members() if m.status in LIVE}
+
+    def _address(self, node_id: str) -> str | None:
+        assert self.agent.membership is not None
+        m = self.agent.membership.member(node_id)
+        return m.address if m is not None and m.status in LIVE else None
+
+    # -- the loop ---------------------------------------------------------------------
+    async def run(self) -> None:
+        interval_s = self.agent.config.ha_push_interval_ms / 1000
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - a bug here must not end failover for good
+                self.agent.metrics.inc("ha_tick_errors")
+                log.exception("%s: high-availability round failed", self.agent.node_id)
+
+    def running(self) -> dict[str, int]:
+        """My active copies: domain id -> epoch (a copy paused mid-handoff still counts)."""
+        return {d.domain_id: d.epoch for d in self.agent.host.domains.values()}
+
+    def tick(self) -> None:
+        agent = self.agent
+        if agent.membership is None or not agent.membership.joined:
+            return
+        now = agent.now_s()
+        live = self._live_ids()
+        # Paused (mid-handoff, or in doubt after a crash) is still ours: its record must stay.
+        owned = [OwnedDomain(d.spec, d.epoch) for d in agent.host.domains.values()]
+        for push in self.owner.tick(now, owned, live):
+            agent.spawn(self._push(push))
+        known = {m.node_id for m in agent.membership.members()}
+        decisions = self.table.failover(self.dead_since, self._room(), self._peer_rooms(live), live_ids=live,
+                                        known_ids=known)
+        for dec in decisions:
+            if isinstance(dec, Unplaced) and not dec.ahead:
+                self._report_unplaced(dec)
+            else:
+                self._busy.add(dec.domain_id)
+                agent.spawn(self._act(dec))
+        for dom in [d for d in self._unplaced_reported if d not in self.table.unplaced]:
+            self._unplaced_reported.discard(dom)
+
+    def _report_unplaced(self, dec: Unplaced) -> None:
+        if dec.domain_id in self._unplaced_reported:
+            return  # reported once; `status` lists it while it stays unplaced
+        self._unplaced_reported.add(dec.domain_id)
+        self.agent.metrics.inc("ha_unplaced_reports")
+        log.warning("%s: cannot place %s of dead %s: %s (retried as capacity appears)", self.agent.node_id,
+                    dec.domain_id, dec.replica.owner_id, dec.reason)
+        self.agent.event("unplaced", domain=dec.domain_id, owner=dec.replica.owner_id, reason=dec.reason)
+
+    async def _act(self, dec: Restart | Unplaced) -> None:
+        """Confirms nobody ranked ahead holds the domain, then restarts it or reports it."""
+        dom = dec.domain_id
+        try:
+            ahead_holds = await self._someone_ahead_holds(dom, dec.ahead)
+        except BaseException:
+            self.table.abandon(dom, drop=False)
+            self._busy.discard(dom)
+            raise
+        if ahead_holds is not False:
+            # True: it is theirs to act on; None: one of them did not answer (ask again next round).
+            self.table.abandon(dom, drop=False, defer=ahead_holds is True)
+            self._busy.discard(dom)
+            return
+        if isinstance(dec, Unplaced):
+            self.table.report_unplaced(dec)
+            self._report_unplaced(dec)
+            self._busy.discard(dom)
+            return
+        await self._restart(dec)
+
+    async def _someone_ahead_holds(self, domain_id: str, ahead: tuple[str, ...]) -> bool | None:
+        addresses = [a for a in (self._address(n) for n in ahead) if a is not None]
+        if not addresses:
+            return False
+        answers = await asyncio.gather(*(self.agent.clients.holds(a, domain_id) for a in addresses),
+                                       return_exceptions=True)
+        if any(a is True for a in answers):
+            return True
+        return None if any(isinstance(a, BaseException) for a in answers) else False
+
+    def _room(self) -> Room:
+        host = self.agent.host
+        return Room(host.spec.memory_mib - host.committed_memory_mib, host.spec.vcpus_max - host.committed_vcpus)
+
+    def _peer_rooms(self, live: set[str]) -> list[PeerRoom]:
+        d = self.agent.dissemination
+        if d is None:
+            return []
+        return [PeerRoom(load.node_id, Room(int(load.memory_capacity_mib - load.memory_used_mib),
+                                            load.vcpus_capacity - load.vcpus_committed))
+                for load in d.fresh_peers(self.agent.now_s()) if load.node_id in live]
+
+    # -- owner side -----------------------------------------------------------------
+    async def _push(self, push: ReplicaPush) -> None:
+        agent = self.agent
+        address = self._address(push.to_id)
+        acked = False
+        try:
+            if address is None:
+                return
+            try:
+                conflicts, sent_bytes, received_bytes = await agent.clients.replicate(address, push)
+            except grpc.aio.AioRpcError as exc:
+                agent.metrics.inc("ha_push_failed", code=exc.code().name)
+                log.debug("%s: replica push to %s failed: %s", agent.node_id, push.to_id, exc.code().name)
+                return
+            except InputRejected as exc:  # the buddy answered nonsense
+                agent.metrics.inc("rejected_inputs", reason=exc.reason)
+                log.warning("%s: rejected the answer of %s to a replica push: %s", agent.node_id, push.to_id, exc)
+                return
+            acked = True
+        finally:
+            # Whatever ended the push (an error, or the channel closed under it when the buddy
+            # was declared dead, which cancels the call), the owner core must hear of it, or
+            # it would wait for this push forever and never push to that buddy again.
+            if not acked:
+                self.owner.on_failed(push)
+        self.owner.on_acked(agent.now_s(), push)
+        agent.metrics.inc("ha_pushes")
+        # Counted with the protocol traffic, so per-node message rates include high availability.
+        agent.metrics.inc("messages_sent", type="replicate")
+        agent.metrics.inc("bytes_sent", sent_bytes, type="replicate")
+        agent.metrics.inc("messages_received", type="replicate_reply")
+        agent.metrics.inc("bytes_received", received_bytes, type="replicate_reply")
+        fence, verify = self.owner.on_conflicts(self.running(), push.to_id, conflicts)
+        for f in fence:
+            self.fence_local(f, f"{push.to_id} runs it")
+        for c in verify:
+            if c.domain_id not in self._busy:
+                self._busy.add(c.domain_id)
+                agent.spawn(self._verify(c.domain_id, c.holder_id))
+
+    async def _verify(self, domain_id: str, holder_id: str) -> None:
+        """A buddy heard of a newer copy: fence mine only if its holder confirms it runs it."""
+        try:
+            address = self._address(holder_id)
+            if address is None:
+                return
+            try:
+                held, epoch = await self.agent.clients.locate(address, domain_id)
+            except grpc.aio.AioRpcError:
+                return  # asked again at the next push
+            if held:
+                f = self.owner.verified(self.running(), domain_id, holder_id, epoch)
+                if f is not None:
+                    self.fence_local(f, f"{holder_id} confirmed it runs it")
+        finally:
+            self._busy.discard(domain_id)
+
+    def fence_local(self, f: FenceLocal, why: str) -> bool:
+        """Destroys my copy of a domain that a newer copy outranks: journaled first."""
+        agent = self.agent
+        domain = agent.host.domains.get(f.domain_id)
+        if domain is None or domain.epoch != f.epoch:
+            return False
+        if domain.state is not DomainState.RUNNING:
+            return False  # mid-handoff: the handoff settles first, the next push meets it again
+        agent._journal({"t": "fenced", "id": f.domain_id, "epoch": f.epoch, "winner": f.winner.node_id,
+                        "winner_epoch": f.winner.epoch})
+        agent.host.remove_domain(f.domain_id)
+        agent.images.pop(f.domain_id, None)
+        agent.cooldown_until_s.pop(f.domain_id, None)
+        agent.tombstones[f.domain_id] = (f.winner.epoch, f.winner.node_id)
+        agent.target.departed_epochs[f.domain_id] = f.winner.epoch
+        self.fenced += 1
+        agent.metrics.inc("ha_fenced")
+        log.warning("%s: fenced my copy of %s at epoch %d: %s at epoch %d wins (%s)", agent.node_id, f.domain_id,
+                    f.epoch, f.winner.node_id, f.winner.epoch, why)
+        agent.event("fenced", domain=f.domain_id, epoch=f.epoch, winner=f.winner.node_id,
+                    winner_epoch=f.winner.epoch, reason=why)
+        agent.publish()
+        return True
+
+    # -- buddy side -------------------------------------------------------------------
+    def on_replicate(self, owner_id: str, replicas: list[Replica]) -> ReplicateOutcome:
+        agent = self.agent
+        out = self.table.on_replicate(agent.now_s(), owner_id, replicas, self.running())
+        for f in out.fence:
+            self.fence_local(f, f"{owner_id} pushed a newer copy")
+        agent.metrics.inc("ha_pushes_received")
+        if out.conflicts:
+            log.info("%s: push from %s conflicts: %s", agent.node_id, owner_id,
+                     ", ".join(f"{c.domain_id} at {c.holder_id}@{c.epoch}" for c in out.conflicts))
+        return out
+
+    async def _restart(self, dec: Restart) -> None:
+        agent = self.agent
+        dom = dec.domain_id
+        settled = False
+        try:
+            newer = await self._newer_copy_elsewhere(dec)
+            if newer is not None:
+                if newer.node_id == dec.dead_owner_id:
+                    # The owner answers: the verdict was wrong or is being refuted. Keep the record.
+                    agent.metrics.inc("ha_restarts_refused_owner_alive")
+                    log.warning("%s: not restarting %s: its owner %s, declared dead, still runs it at epoch %d",
+                                agent.node_id, dom, dec.dead_owner_id, newer.epoch)
+                    return
+                self.table.abandon(dom, drop=True)
+                settled = True
+                log.info("%s: not restarting %s of dead %s: %s runs it at epoch %d", agent.node_id, dom,
+                         dec.dead_owner_id, newer.node_id, newer.epoch)
+                return
+            if dec.target_id == agent.node_id:
+                reason = self.restart_here(dec.replica, dec.epoch, dec.dead_owner_id)
+            else:
+                reason = await self._adopt_remote(dec)
+            if not reason:
+                self.table.on_restarted(dom)
+                settled = True
+            else:
+                log.warning("%s: restart of %s on %s failed: %s (retried)", agent.node_id, dom, dec.target_id, reason)
+        finally:
+            if not settled and dom in self.table.claimed:
+                self.table.abandon(dom, drop=False)  # decided again next round
+            self._busy.discard(dom)
+
+    async def _newer_copy_elsewhere(self, dec: Restart) -> Copy | None:
+        agent = self.agent
+        tomb = agent.tombstones.get(dec.domain_id)
+        # A tombstone naming the dead owner at the record's epoch is the handoff that made the record.
+        if tomb is not None and tomb[0] >= dec.replica.epoch and tomb[1] != dec.dead_owner_id:
+            return Copy(tomb[0], tomb[1], dec.domain_id)
+        assert agent.membership is not None
+        peers = [m for m in agent.membership.members()
+                 if m.status is MemberStatus.ALIVE and m.node_id not in (agent.node_id, dec.dead_owner_id)]
+        # The "dead" owner too, at its last address: a wrong verdict (it answers and runs the
+        # domain) must not start a second copy. A crashed owner refuses at once; one cut off
+        # by a partition costs one RPC deadline.
+        owner = agent.membership.member(dec.dead_owner_id)
+        if owner is not None:
+            peers.append(owner)
+        answers = await asyncio.gather(*(agent.clients.locate(m.address, dec.domain_id) for m in peers),
+                                       return_exceptions=True)
+        for m, a in zip(peers, answers):
+            if not isinstance(a, BaseException) and a[0] and a[1] >= dec.replica.epoch:
+                return Copy(a[1], m.node_id, dec.domain_id)
+        return None
+
+    async def _adopt_remote(self, dec: Restart) -> str:
+        address = self._address(dec.target_id)
+        if address is None:
+            return f"{dec.target_id} is no longer live"
+        try:
+            adopted, reason = await self.agent.clients.adopt(address, dec.replica, dec.epoch, self.agent.node_id)
+        except grpc.aio.AioRpcError as exc:
+            return f"adopt failed: {exc.code().name}"
+        if adopted:
+            # Counted as a restart where it runs (the adopter); here only as a placement.
+            self.agent.metrics.inc("ha_placed_on_peer")
+            log.warning("%s: %s of dead %s restarted on %s at epoch %d (cold)", self.agent.node_id, dec.domain_id,
+                        dec.dead_owner_id, dec.target_id, dec.epoch)
+        return "" if adopted else reason
+
+    def restart_here(self, rep: Replica, epoch: int, dead_owner_id: str, coordinator_id: str = "") -> str:
+        """Runs a dead owner's domain here at `epoch` (cold); "" or why not. Journaled first."""
+        from agent.runtime.agent import Refused  # the runtime imports this module
+        agent = self.agent
+        record = {"t": "restarted", "spec": spec_to_record(rep.spec), "epoch": epoch, "from": dead_owner_id}
+        try:
+            agent.create_domain(rep.spec, epoch=epoch, record=record)
+        except Refused as exc:
+            return exc.reason
+        agent.tombstones.pop(rep.domain_id, None)
+        self.owner.inherit(rep.domain_id, rep.buddies)
+        self.table.on_restarted(rep.domain_id)
+        cp = rep.checkpoint
+        lost = ("all memory (no checkpoint)" if cp is None
+                else f"memory written since the checkpoint at model time {cp.taken_model_s:.3f} s")
+        self.restarts += 1
+        agent.metrics.inc("ha_restarts")
+        log.warning("%s: restarted %s of dead %s at epoch %d (cold restart: %s lost)", agent.node_id,
+                    rep.domain_id, dead_owner_id, epoch, lost)
+        agent.event("domain_restarted", domain=rep.domain_id, epoch=epoch, dead_owner=dead_owner_id, cold=True,
+                    memory_lost=lost, coordinator=coordinator_id or agent.node_id)
+        self._wake.set()  # push the new replica to my buddies now
+        return ""
+
+    def on_adopt(self, rep: Replica, epoch: int, coordinator_id: str) -> str:
+        """A coordinator asks me to run a dead owner's domain; "" or why not."""
+        if rep.domain_id in self.agent.host.domains:
+            return f"{rep.domain_id} already runs here"
+        tomb = self.agent.tombstones.get(rep.domain_id)
+        if tomb is not None and tomb[0] >= epoch:
+            return f"{rep.domain_id} moved on at epoch {tomb[0]}"
+        return self.restart_here(rep, epoch, rep.owner_id, coordinator_id)
+
+    # -- status -------------------------------------------------------------------------
+    def status(self) -> dict:
+        return {"replicas": len(self.table), "restarts": self.restarts, "fenced": self.fenced,
+                "replicas_factor": self.agent.config.ha_replicas,
+                "unplaced": [{"id": d, "owner": self.table.replicas[d].owner_id, "reason": why}
+                             for d, why in sorted(self.table.unplaced.items()) if d in self.table.replicas]}
