@@ -361,7 +361,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                         memory_mib=args.memory_mib, config=config, ready_file=args.ready_file,
                         rng_seed=args.rng_seed, clock_origin_s=args.clock_origin, advertise=args.advertise,
                         state_dir=args.state_dir, metrics_listen=args.metrics_listen, mqtt_url=args.mqtt,
-                        cluster=args.cluster, telemetry_format=args.telemetry_format, tls=tls)
+                        cluster=args.cluster, telemetry_format=args.telemetry_format, tls=tls,
+                        tap_core_log=True)
     if args.mqtt:
         from agent.adapters.telemetry import TelemetryError, parse_broker_url
         try:

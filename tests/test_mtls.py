@@ -462,6 +462,19 @@ async def test_a_running_cluster_of_processes_rotates_to_a_new_ca_and_keeps_bala
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         old_peer = old.node("r9")
         assert await exchange_ok(nodes[0].address, TlsFiles(both, old_peer.cert, old_peer.key), "r9") is False
+        # ...and so is an expired certificate of the current CA. The handshakes never become
+        # calls: the agent counts them from gRPC core's log (agent/runtime/core_log.py).
+        expired = new.node("r8", days=1, not_before=NOW - dt.timedelta(days=10))
+        assert await exchange_ok(nodes[0].address, TlsFiles((new.ca,), expired.cert, expired.key), "r8") is False
+
+        async def handshakes_counted() -> bool:
+            counters = (await statuses(new_operator))[0]["counters"]
+            return (counters.get("rejected_inputs{reason=tls_untrusted_ca}", 0) >= 1
+                    and counters.get("rejected_inputs{reason=tls_certificate_expired}", 0) >= 1)
+        await wait_for(handshakes_counted, 10, "refused handshakes to be counted")
+        agent_log = (Path(nodes[0].state_dir) / "agent.log").read_text(errors="replace")
+        assert "refused a TLS handshake (tls_certificate_expired)" in agent_log
+        assert "refused a TLS handshake (tls_untrusted_ca)" in agent_log
 
         # And balancing goes on under CA 2: load put on r1 now spreads too.
         client = ControlClient(nodes[1].address, new_operator)

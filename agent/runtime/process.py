@@ -24,6 +24,7 @@ from agent.runtime.identity import save_incarnation
 from agent.core.config import AgentConfig, ConfigError, config_from_mapping
 from agent.core.membership_config import MembershipConfig
 from agent.runtime.agent import Agent
+from agent.runtime.core_log import CoreLogTap
 from hypervisor.host import HostSpec, HostSpecError
 
 log = logging.getLogger("shoal.agent")
@@ -50,6 +51,9 @@ class AgentOptions:
     rng_seed: int | None = None
     clock_origin_s: float | None = None
     tls: TlsFiles | None = None  # mutual TLS material; None only with an explicit --insecure
+    # Count the TLS handshakes gRPC's core refuses by reading its stderr (agent/runtime/core_log.py);
+    # only for an agent that owns its process (`shoal agent`), never for in-process test agents.
+    tap_core_log: bool = False
 
 
 def _read_toml(path: str | None) -> dict[str, Any]:
@@ -197,6 +201,10 @@ async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
                   persist_incarnation=(lambda inc: save_incarnation(opts.state_dir, inc)) if opts.state_dir else None,
                   seeds=opts.seeds, rng_seed=opts.rng_seed, clock_origin_s=opts.clock_origin_s,
                   incarnation=opts.incarnation, membership_config=opts.membership)
+    tap = None
+    if opts.tap_core_log and opts.tls is not None:
+        tap = CoreLogTap(asyncio.get_running_loop(), lambda reason, line: _handshake_refused(agent, reason, line))
+        tap.start()
     if opts.tls is None:
         log.warning("%s: --insecure: plaintext gRPC, no peer authentication; any process that reaches %s can "
                     "gossip, take domains and call the control API. For local experiments only.",
@@ -243,6 +251,16 @@ async def serve(opts: AgentOptions, stop: asyncio.Event | None = None) -> None:
             await agent.telemetry.stop()
         if metrics_server is not None:
             metrics_server.stop()
+        if tap is not None:
+            tap.stop()
+
+
+def _handshake_refused(agent: Agent, reason: str, line: str) -> None:
+    """A TLS handshake gRPC's core refused (either direction): counted and logged here."""
+    agent.metrics.inc("rejected_inputs", reason=reason)
+    # Never repeat the core's own words ("Handshake failed"): this line passes the tap too.
+    detail = line.split("Handshake failed with ", 1)[-1].strip()
+    log.warning("%s: refused a TLS handshake (%s): %s", agent.node_id, reason, detail[:300])
 
 
 def on_sighup(agent: Agent) -> None:
