@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.core.replicas import (Checkpoint, Conflict, Copy, OwnedDomain, OwnerReplication, PeerRoom, Replica,
-                                 ReplicaTable, Restart, Room, Unplaced, buddies_for, fence_loser, hrw_score, rank)
+from agent.core.replicas import (EPOCH_HANDOFF_BITS, EPOCH_TAG_BITS, Checkpoint, Conflict, Copy, OwnedDomain,
+                                 OwnerReplication, PeerRoom, Replica, ReplicaTable, Restart, Room, Unplaced, buddies_for,
+                                 fence_loser, hrw_score, rank, restart_epoch)
 from hypervisor.domain import DomainSpec
 
 NODES = [f"node-{i}" for i in range(8)]
@@ -117,7 +118,7 @@ def test_inherited_domain_is_announced_to_the_dead_owners_buddies_once():
 
 # -- buddy side: failover --------------------------------------------------------------
 
-def test_only_the_first_live_buddy_restarts_at_epoch_plus_one():
+def test_only_the_first_live_buddy_restarts_in_the_next_term():
     tables = pushed_tables("node-0", [f"d{i}" for i in range(20)], NODES)
     restarts = {}
     for node, table in tables.items():
@@ -128,7 +129,7 @@ def test_only_the_first_live_buddy_restarts_at_epoch_plus_one():
     assert set(restarts) == {f"d{i}" for i in range(20)}
     for dom, (node, epoch) in restarts.items():
         assert node == buddies_for(dom, "node-0", NODES, 2)[0]
-        assert epoch == 4
+        assert epoch == restart_epoch(3, node, dom)
 
 
 def test_no_restart_while_the_owner_is_only_suspected():
@@ -144,7 +145,7 @@ def test_second_buddy_takes_over_when_the_first_is_dead_too_at_a_distinct_epoch(
     first, second = buddies_for(dom, "node-0", NODES, 2)
     tables = pushed_tables("node-0", [dom], NODES)
     decisions = tables[second].failover({"node-0", first}, BIG)
-    assert [(type(d), d.epoch) for d in decisions] == [(Restart, 5)]  # epoch 3 + 1 + rank 1
+    assert [(type(d), d.epoch) for d in decisions] == [(Restart, restart_epoch(3, second, dom))]
     assert tables[second].failover({"node-0"}, BIG) == []  # claimed already; and first is alive anyway
 
 
@@ -321,7 +322,31 @@ def test_holders_that_both_act_restart_at_different_epochs():
     a = tables[first].failover({"node-0", second}, BIG, live_ids=[first], known_ids=NODES)
     b = tables[second].failover({"node-0", first}, BIG, live_ids=[second], known_ids=NODES)
     assert [d.ahead for d in a + b] == [(), ()]
-    assert a[0].epoch != b[0].epoch and {a[0].epoch, b[0].epoch} == {4, 5}
+    assert a[0].epoch != b[0].epoch
+    assert (a[0].epoch, b[0].epoch) == (restart_epoch(3, first, dom), restart_epoch(3, second, dom))
+
+
+def test_restart_epochs_of_diverged_lineages_never_meet():
+    """A cut-off owner keeps handing its domain off (epoch + 1, + 2, ...) while holders across the
+    partition restart it; "restart, then hand off" must not meet "hand off, then restart", nor two
+    restarts one restart; and the restarter's tag depends on nobody's member table."""
+    term = EPOCH_HANDOFF_BITS + EPOCH_TAG_BITS
+    for dom in ("a", "b", "c"):
+        for epoch in (1, 3, restart_epoch(7, "node-2", dom) + 5):
+            for x in NODES:
+                r = restart_epoch(epoch, x, dom)
+                assert r >> term == (epoch >> term) + 1 and r % (1 << EPOCH_HANDOFF_BITS) == 0
+                assert r > epoch + 1000  # above the cut-off owner's handoffs meanwhile
+                assert restart_epoch(epoch + 1, x, dom) == r  # one member, one epoch per term
+                for y in NODES:
+                    if y != x:
+                        assert restart_epoch(epoch, y, dom) != r  # two members acting at once
+                        assert r + 1 != restart_epoch(epoch + 1, y, dom)  # restart+handoff, handoff+restart
+                    assert restart_epoch(r, y, dom) != restart_epoch(epoch, x, dom)  # two restarts, one
+    # A higher-ranked restarter gets the higher epoch: its copy wins when they meet.
+    dom = "ranked"
+    ranking = rank(dom, NODES)
+    assert sorted(NODES, key=lambda n: -restart_epoch(3, n, dom)) == ranking
 
 
 @settings(max_examples=40, deadline=None)

@@ -41,10 +41,13 @@ the caller asks them (one round trip) whether they hold the replica or run
 the domain; only if none does, it acts. This does not depend on every holder
 having received the same buddy list (a list goes stale when the owner dies
 just after its buddies changed). Without a live view, the record's own list
-decides (first member of it not known dead). Restarts run at
-`epoch + 1 + k`, k the restarter's rank among every known member: holders cut
-off from each other (a partition) that both act restart at distinct epochs,
-so there is never more than one active copy per epoch. Admission control: a
+decides (first member of it not known dead). A restart opens a new term of
+the epoch and writes the restarter's tag into it (`restart_epoch`): holders
+cut off from each other (a partition) that both act restart at distinct
+epochs, none of them lands on an epoch the owner's side of the partition
+reaches meanwhile by handoffs, and lineages that diverged do not meet again
+on one epoch, so there is never more than one active copy per epoch.
+Admission control: a
 restart must fit the coordinator's free memory and vCPUs (reservations
 included, as `Room` reports); what does not fit goes to the peer with the
 most free memory that fits it (from gossip), else it is `Unplaced`, reported
@@ -70,7 +73,8 @@ from hypervisor.domain import DomainSpec
 
 __all__ = ["hrw_score", "rank", "buddies_for", "Checkpoint", "Replica", "Copy", "fence_loser", "Conflict",
            "OwnedDomain", "ReplicaPush", "OwnerReplication", "Room", "PeerRoom", "Restart", "Unplaced",
-           "FenceLocal", "ReplicateOutcome", "ReplicaTable"]
+           "FenceLocal", "ReplicateOutcome", "ReplicaTable", "restart_epoch", "EPOCH_HANDOFF_BITS",
+           "EPOCH_TAG_BITS"]
 
 
 # -- ranking -----------------------------------------------------------------------
@@ -116,6 +120,31 @@ def buddies_for(domain_id: str, owner_id: str, live_ids: Iterable[str], r: int) 
 
 
 # -- values ------------------------------------------------------------------------
+
+# Epoch layout (64 bits): term << 48 | tag << 24 | handoffs. A handoff adds 1; a restart opens
+# the next term, with no handoffs yet and the restarter's tag: the top 24 bits of its rendezvous
+# score for the domain. Why: an owner that is only cut off (a partition) keeps running and
+# handing off its domain at epoch + 1, + 2, ... while a buddy across the partition restarts it,
+# so a restart at epoch + 1 (+ a rank) shares an epoch with that side's handoffs; with any
+# additive rule two lineages that diverged meet again ("restart, then hand off" against "hand
+# off, then restart"; two restarts against one at a larger rank); and a rank among known
+# members is no tag, since members cut off early (a partition while the cluster forms) know
+# different members and both count themselves first. With a term and a tag, two copies share
+# an epoch only if the same member restarted both in one term, which its own copy or tombstone
+# stops (newer than any record of the previous term), or two restarters' tags collide
+# (2**-24 per pair acting at once: fencing still orders them by node id). 2**24 handoffs per
+# term and 2**16 restarts of one domain fit.
+EPOCH_HANDOFF_BITS = 24
+EPOCH_TAG_BITS = 24
+
+
+def restart_epoch(epoch: int, node_id: str, domain_id: str) -> int:
+    """The epoch at which `node_id` restarts `domain_id` from a record at `epoch`: the next term,
+    tagged by the restarter (a higher-ranked restarter gets the higher epoch, and wins)."""
+    term = epoch >> (EPOCH_HANDOFF_BITS + EPOCH_TAG_BITS)
+    tag = hrw_score(node_id, domain_id) >> (64 - EPOCH_TAG_BITS)
+    return (((term + 1) << EPOCH_TAG_BITS) | tag) << EPOCH_HANDOFF_BITS
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -230,8 +259,13 @@ class OwnerReplication:
 
     def tick(self, now_s: float, owned: Iterable[OwnedDomain], live_ids: Iterable[str]) -> list[ReplicaPush]:
         owned = sorted(owned, key=lambda d: d.domain_id)
-        live = frozenset(live_ids) - {self.node_id}
-        if live != self._placement_live:
+        # A shell that keeps one frozenset without me while membership is unchanged (the
+        # simulator) passes it as is: no O(N) copy and comparison per tick.
+        if isinstance(live_ids, frozenset) and self.node_id not in live_ids:
+            live = live_ids
+        else:
+            live = frozenset(live_ids) - {self.node_id}
+        if live is not self._placement_live and live != self._placement_live:
             self._update_placement(live)
         per_buddy: dict[str, list[Replica]] = {}
         for d in owned:
@@ -470,11 +504,13 @@ class ReplicaTable:
         first holder in the ranking has nobody ahead holding it, so with one view
         exactly one holder acts, whatever lists the holders got.
 
-        Epochs: restarts run at `epoch + 1 + k`, k my index in the domain's ranking of
-        `known_ids` (every member known, dead ones included: the same on both sides of a
-        partition) without the owner, else my index in the record's list. Two holders
-        that both act (a partition) then restart at different epochs, so no two active
-        copies ever share an epoch, and fencing keeps the higher.
+        Epochs: restarts run at `restart_epoch`, the record's next term tagged by me (the
+        coordinator, also when a peer adopts it). Two holders that both act (a partition)
+        then restart at different epochs, above every epoch the owner, alive on its side,
+        still reaches by handoffs; copies of lineages that diverged differ in term, tag or
+        handoffs. So no two active copies share an epoch, and fencing keeps the higher.
+        `known_ids` is accepted for callers and no longer used: an epoch that depended on
+        the member table would differ between members that know different members.
 
         `room`: my free capacity; `peers`: live peers' free capacity (may be stale: the
         peer's own admission check has the last word). Decided restarts are `claimed`
@@ -484,7 +520,6 @@ class ReplicaTable:
                    if r.owner_id in since and r.updated_s <= since[r.owner_id] and d not in self.claimed]
         dead_set = frozenset(since)
         live = None if live_ids is None else frozenset(live_ids) | {self.node_id}
-        known = None if known_ids is None else frozenset(known_ids) | {self.node_id}
         # First-fit decreasing: big domains first, so small ones fill the gaps.
         orphans.sort(key=lambda r: (-r.spec.memory_mib, -r.spec.vcpus, r.domain_id))
         peer_rooms = {p.node_id: p.room for p in peers if p.node_id not in dead_set and p.node_id != self.node_id}
@@ -496,14 +531,10 @@ class ReplicaTable:
                     self.unplaced.pop(rep.domain_id, None)
                     continue
                 ahead: tuple[str, ...] = ()
-                offset = coord[1]
             else:
                 candidates = [n for n in rank(rep.domain_id, live) if n != rep.owner_id and n not in dead_set]
                 ahead = tuple(candidates[:candidates.index(self.node_id)])
-                offset = (rep.buddies.index(self.node_id) if self.node_id in rep.buddies else len(ahead))
-            if known is not None:
-                offset = [n for n in rank(rep.domain_id, known) if n != rep.owner_id].index(self.node_id)
-            epoch = rep.epoch + 1 + offset
+            epoch = restart_epoch(rep.epoch, self.node_id, rep.domain_id)
             if room.fits(rep.spec):
                 room = room.minus(rep.spec)
                 decision: Restart | Unplaced = Restart(rep, epoch, self.node_id, rep.owner_id, ahead)

@@ -299,12 +299,24 @@ class HighAvailability:
                 self.table.abandon(dom, drop=False)  # decided again next round
             self._busy.discard(dom)
 
-    async def _newer_copy_elsewhere(self, dec: Restart) -> Copy | None:
+    def _newer_copy_here(self, dec: Restart) -> Copy | None:
+        """What this node knows itself: it runs the domain at the record's epoch or later, or its
+        tombstone says the domain moved on (a handoff or a fence) to a node other than the dead owner."""
         agent = self.agent
+        mine = agent.host.domains.get(dec.domain_id)
+        if mine is not None and mine.epoch >= dec.replica.epoch:
+            return Copy(mine.epoch, agent.node_id, dec.domain_id)
         tomb = agent.tombstones.get(dec.domain_id)
         # A tombstone naming the dead owner at the record's epoch is the handoff that made the record.
         if tomb is not None and tomb[0] >= dec.replica.epoch and tomb[1] != dec.dead_owner_id:
             return Copy(tomb[0], tomb[1], dec.domain_id)
+        return None
+
+    async def _newer_copy_elsewhere(self, dec: Restart) -> Copy | None:
+        agent = self.agent
+        here = self._newer_copy_here(dec)
+        if here is not None:
+            return here
         assert agent.membership is not None
         peers = [m for m in agent.membership.members()
                  if m.status is MemberStatus.ALIVE and m.node_id not in (agent.node_id, dec.dead_owner_id)]
@@ -319,7 +331,9 @@ class HighAvailability:
         for m, a in zip(peers, answers):
             if not isinstance(a, BaseException) and a[0] and a[1] >= dec.replica.epoch:
                 return Copy(a[1], m.node_id, dec.domain_id)
-        return None
+        # Asked again: while the calls were out a push may have fenced my copy, or a handoff moved
+        # the domain here or away, and a restart must not run below what this node now knows.
+        return self._newer_copy_here(dec)
 
     async def _adopt_remote(self, dec: Restart) -> str:
         address = self._address(dec.target_id)
