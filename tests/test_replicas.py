@@ -361,3 +361,16 @@ def test_cached_placement_follows_membership_changes_exactly(changes):
         (live.add if join else live.discard)(node)
         repl.tick(1.0, owned, live)
         assert repl.placement(owned, live) == {d.domain_id: repl._placement[d.domain_id] for d in owned}
+
+
+def test_a_restarter_knows_of_a_newer_copy_from_its_own_copy_or_tombstone():
+    from agent.core.replicas import newer_copy_known
+    rep = Replica(spec("d"), 5, "dead", ("me", "b"))
+    dec = Restart(rep, 6, "me", "dead")
+    assert newer_copy_known("me", None, None, dec) is None
+    assert newer_copy_known("me", 5, None, dec) == Copy(5, "me", "d")  # I already run it
+    assert newer_copy_known("me", 4, None, dec) is None  # an older copy of mine is no reason
+    assert newer_copy_known("me", None, (7, "c"), dec) == Copy(7, "c", "d")  # it moved on to c
+    # The handoff that made the record (to the dead owner) is not a newer copy.
+    assert newer_copy_known("me", None, (5, "dead"), dec) is None
+    assert newer_copy_known("me", None, (4, "c"), dec) is None

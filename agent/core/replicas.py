@@ -427,6 +427,19 @@ class ReplicateOutcome:
     dropped: int = 0
 
 
+def newer_copy_known(node_id: str, mine_epoch: int | None, tombstone: tuple[int, str] | None,
+                     dec: Restart) -> Copy | None:
+    """What a restarter knows itself before asking anyone: it runs the domain at the record's
+    epoch or later (`mine_epoch`), or its tombstone (epoch, node) says the domain moved on, by a
+    handoff or a fence, to a node other than the dead owner. A tombstone naming the dead owner at
+    the record's epoch is the handoff that made the record, not a newer copy."""
+    if mine_epoch is not None and mine_epoch >= dec.replica.epoch:
+        return Copy(mine_epoch, node_id, dec.domain_id)
+    if tombstone is not None and tombstone[0] >= dec.replica.epoch and tombstone[1] != dec.dead_owner_id:
+        return Copy(tombstone[0], tombstone[1], dec.domain_id)
+    return None
+
+
 class ReplicaTable:
     """The replicas this node holds for others (domain id -> Replica), bounded by `entries_max`."""
 

@@ -35,7 +35,7 @@ from agent.core.membership import MemberEvent, MemberStatus
 from agent.core.ownership import spec_to_record
 from agent.core.validation import InputRejected
 from agent.core.replicas import (Copy, FenceLocal, OwnedDomain, OwnerReplication, PeerRoom, ReplicaPush, ReplicaTable,
-                                 Replica, ReplicateOutcome, Restart, Room, Unplaced)
+                                 Replica, ReplicateOutcome, Restart, Room, Unplaced, newer_copy_known)
 from hypervisor.domain import DomainState
 
 if TYPE_CHECKING:
@@ -300,17 +300,10 @@ class HighAvailability:
             self._busy.discard(dom)
 
     def _newer_copy_here(self, dec: Restart) -> Copy | None:
-        """What this node knows itself: it runs the domain at the record's epoch or later, or its
-        tombstone says the domain moved on (a handoff or a fence) to a node other than the dead owner."""
         agent = self.agent
         mine = agent.host.domains.get(dec.domain_id)
-        if mine is not None and mine.epoch >= dec.replica.epoch:
-            return Copy(mine.epoch, agent.node_id, dec.domain_id)
-        tomb = agent.tombstones.get(dec.domain_id)
-        # A tombstone naming the dead owner at the record's epoch is the handoff that made the record.
-        if tomb is not None and tomb[0] >= dec.replica.epoch and tomb[1] != dec.dead_owner_id:
-            return Copy(tomb[0], tomb[1], dec.domain_id)
-        return None
+        return newer_copy_known(agent.node_id, None if mine is None else mine.epoch,
+                                agent.tombstones.get(dec.domain_id), dec)
 
     async def _newer_copy_elsewhere(self, dec: Restart) -> Copy | None:
         agent = self.agent

@@ -100,7 +100,8 @@ from agent.core.ownership import fold, spec_to_record
 from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, overload_reason
 from agent.core.precopy import PreCopyLimits, simulate
 from agent.core.replicas import (Conflict, Copy, FenceLocal, OwnedDomain, OwnerReplication, PeerRoom, Replica,
-                                 ReplicaPush, ReplicaTable, ReplicateOutcome, Restart, Room, Unplaced)
+                                 ReplicaPush, ReplicaTable, ReplicateOutcome, Restart, Room, Unplaced,
+                                 newer_copy_known)
 from agent.core.validation import InputRejected
 from hypervisor.domain import Domain, DomainSpec, DomainSpecError, DomainState
 from hypervisor.host import Host, HostSpec
@@ -1390,16 +1391,9 @@ class Simulation:
 
     @staticmethod
     def _ha_newer_copy_here(node: SimNode, dec: Restart) -> Copy | None:
-        """As HighAvailability._newer_copy_here: I run it at the record's epoch or later, or my
-        tombstone says it moved on to a node other than the dead owner."""
         mine = node.host.domains.get(dec.domain_id)
-        if mine is not None and mine.epoch >= dec.replica.epoch:
-            return Copy(mine.epoch, node.node_id, dec.domain_id)
-        tomb = node.tombstones.get(dec.domain_id)
-        # A tombstone naming the dead owner at the record's epoch is the handoff that made the record.
-        if tomb is not None and tomb[0] >= dec.replica.epoch and tomb[1] != dec.dead_owner_id:
-            return Copy(tomb[0], tomb[1], dec.domain_id)
-        return None
+        return newer_copy_known(node.node_id, None if mine is None else mine.epoch,
+                                node.tombstones.get(dec.domain_id), dec)
 
     def _ha_newer_copy_elsewhere(self, node: SimNode, dec: Restart, then: Callable) -> None:
         here = self._ha_newer_copy_here(node, dec)
