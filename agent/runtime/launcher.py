@@ -454,6 +454,7 @@ async def cluster_up(opts: ClusterOptions, out: TextIO = sys.stdout, live: TextI
         elif mqtt_url is None:
             from agent.adapters.telemetry import EmbeddedBroker
             logging.getLogger("amqtt").setLevel(logging.WARNING)
+            logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's session state machine
             broker = EmbeddedBroker("127.0.0.1", 0)
             mqtt_url = await broker.start()
         tls, client_config = operator_tls(opts, state_dir)

@@ -280,6 +280,7 @@ async def run_broker(listen: str, ready_file: str | None, stop: asyncio.Event | 
     from agent.adapters.telemetry import EmbeddedBroker
 
     logging.getLogger("amqtt").setLevel(logging.WARNING)  # it logs every connection at INFO
+    logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's session state machine
     host, port = listen.rsplit(":", 1)
     broker = EmbeddedBroker(host, int(port))
     url = await broker.start()
