@@ -169,6 +169,26 @@ def test_admission_control_places_what_fits_and_reports_the_rest():
     assert all(isinstance(d, Restart) for d in later) and not coordinator.unplaced
 
 
+def test_an_unplaced_record_is_reported_once_however_often_a_retry_finds_it_unplaced():
+    """The CI flake of session 3: a restart tried on a peer whose advertised room was stale
+    failed, the record came back unplaced and was published a second time."""
+    (table,) = [t for t in pushed_tables("node-0", ["d"], NODES, r=1).values() if len(t)]
+    (first,) = table.failover({"node-0"}, Room(0, 0))
+    assert isinstance(first, Unplaced) and table.report_unplaced(first)
+    peer = next(n for n in NODES[1:] if n != table.node_id)
+    (retry,) = table.failover({"node-0"}, Room(0, 0), [PeerRoom(peer, Room(600, 64))])
+    assert isinstance(retry, Restart) and not table.unplaced  # the peer's room is stale: it fails
+    table.abandon("d", drop=False)
+    (again,) = table.failover({"node-0"}, Room(0, 0))
+    assert isinstance(again, Unplaced) and not table.report_unplaced(again)  # same record: not again
+    assert set(table.unplaced) == {"d"}
+    # A new record (the domain restarted elsewhere, its new owner died too) is reported anew.
+    rec = table.replicas["d"]
+    table.on_replicate(1.0, peer, [Replica(rec.spec, rec.epoch + 1, peer, (table.node_id,))], running={})
+    (newer,) = table.failover({peer: 2.0}, Room(0, 0))
+    assert isinstance(newer, Unplaced) and table.report_unplaced(newer)
+
+
 def test_restart_is_cold_and_says_what_memory_is_lost():
     rep = Replica(spec("x"), 2, "dead", ("me",))
     assert "all memory" in Restart(rep, 3, "me", "dead").memory_lost

@@ -449,6 +449,9 @@ class ReplicaTable:
         self.replicas: dict[str, Replica] = {}
         self.claimed: set[str] = set()  # decisions handed out and not yet settled (done, abandoned, reported)
         self.unplaced: dict[str, str] = {}  # domain id -> why it could not be placed (last decision)
+        # domain id -> (owner, epoch) of the record last reported unplaced: one report per record,
+        # however often a retry finds it unplaced again (a restart tried on a peer whose room was stale).
+        self.reported: dict[str, tuple[str, int]] = {}
 
     def __len__(self) -> int:
         return len(self.replicas)
@@ -463,6 +466,7 @@ class ReplicaTable:
         for dom in [d for d, r in self.replicas.items() if r.owner_id == owner_id and d not in incoming]:
             del self.replicas[dom]
             self.unplaced.pop(dom, None)
+            self.reported.pop(dom, None)
             dropped += 1
         stored = 0
         for dom, rep in sorted(incoming.items()):
@@ -484,6 +488,7 @@ class ReplicaTable:
             self.replicas[dom] = Replica(rep.spec, rep.epoch, owner_id, rep.buddies, rep.checkpoint, now_s)
             if held is None or held.owner_id != owner_id or held.epoch != rep.epoch:
                 self.unplaced.pop(dom, None)
+                self.reported.pop(dom, None)
                 self.claimed.discard(dom)
             stored += 1
         return ReplicateOutcome(tuple(conflicts), tuple(fence), stored, dropped)
@@ -571,15 +576,23 @@ class ReplicaTable:
             out.append(decision)
         return out
 
-    def report_unplaced(self, decision: Unplaced) -> None:
-        """Nobody ahead holds it (confirmed by the caller): it is mine to report."""
-        self.unplaced[decision.domain_id] = decision.reason
-        self.claimed.discard(decision.domain_id)
+    def report_unplaced(self, decision: Unplaced) -> bool:
+        """Nobody ahead holds it (confirmed by the caller): it is mine to report. True the first
+        time for this record (log and publish it then); `unplaced` lists it while it stays so."""
+        dom = decision.domain_id
+        self.unplaced[dom] = decision.reason
+        self.claimed.discard(dom)
+        key = (decision.replica.owner_id, decision.replica.epoch)
+        if self.reported.get(dom) == key:
+            return False
+        self.reported[dom] = key
+        return True
 
     def on_restarted(self, domain_id: str) -> None:
         """The restart happened (here or on a peer): the record is done with."""
         self.claimed.discard(domain_id)
         self.unplaced.pop(domain_id, None)
+        self.reported.pop(domain_id, None)
         self.replicas.pop(domain_id, None)
 
     def abandon(self, domain_id: str, *, drop: bool, defer: bool = False) -> None:
@@ -592,6 +605,7 @@ class ReplicaTable:
         if drop:
             self.replicas.pop(domain_id, None)
             self.unplaced.pop(domain_id, None)
+            self.reported.pop(domain_id, None)
 
     def held_for(self, owner_id: str) -> list[Replica]:
         return [r for r in self.replicas.values() if r.owner_id == owner_id]

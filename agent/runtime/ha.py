@@ -59,7 +59,6 @@ class HighAvailability:
         self.fenced = 0
         self._wake = asyncio.Event()
         self._busy: set[str] = set()  # domains with a restart or a verification in flight
-        self._unplaced_reported: set[str] = set()  # logged and published once each
 
     # -- membership -----------------------------------------------------------------
     def on_member_event(self, ev: MemberEvent) -> None:
@@ -119,13 +118,10 @@ class HighAvailability:
             else:
                 self._busy.add(dec.domain_id)
                 agent.spawn(self._act(dec))
-        for dom in [d for d in self._unplaced_reported if d not in self.table.unplaced]:
-            self._unplaced_reported.discard(dom)
 
     def _report_unplaced(self, dec: Unplaced) -> None:
-        if dec.domain_id in self._unplaced_reported:
-            return  # reported once; `status` lists it while it stays unplaced
-        self._unplaced_reported.add(dec.domain_id)
+        if not self.table.report_unplaced(dec):
+            return  # reported once per record; `status` lists it while it stays unplaced
         self.agent.metrics.inc("ha_unplaced_reports")
         log.warning("%s: cannot place %s of dead %s: %s (retried as capacity appears)", self.agent.node_id,
                     dec.domain_id, dec.replica.owner_id, dec.reason)
@@ -146,7 +142,6 @@ class HighAvailability:
             self._busy.discard(dom)
             return
         if isinstance(dec, Unplaced):
-            self.table.report_unplaced(dec)
             self._report_unplaced(dec)
             self._busy.discard(dom)
             return

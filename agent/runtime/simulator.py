@@ -389,7 +389,6 @@ class SimNode:
         self.ha_table = ReplicaTable(self.node_id, entries_max=cfg.domains_max * cfg.ha_replicas)
         self.dead_since: dict[str, float] = {}  # confirmed dead by membership -> local time of the verdict
         self.ha_busy: set[str] = set()  # domains with a restart or a verification in flight
-        self.unplaced_reported: set[str] = set()
         self.ha_token = 0  # the live chain of HA rounds (a wake starts a new one)
         self.ha_woken = False
         # Members not known dead or left, me excluded, kept from membership events as one byte per
@@ -1126,8 +1125,6 @@ class Simulation:
                 else:
                     node.ha_busy.add(dec.domain_id)
                     self._ha_act(node, dec)
-        if node.unplaced_reported:
-            node.unplaced_reported.intersection_update(table.unplaced)
 
     def live_set(self, node: SimNode) -> frozenset[str]:
         """The live members but `node`, as one frozenset object while its membership does not change,
@@ -1168,9 +1165,8 @@ class Simulation:
         return m.address if m is not None and m.status in LIVE_STATES else None
 
     def _ha_report_unplaced(self, node: SimNode, dec: Unplaced) -> None:
-        if dec.domain_id in node.unplaced_reported:
-            return  # reported once; it stays listed while unplaced
-        node.unplaced_reported.add(dec.domain_id)
+        if not node.ha_table.report_unplaced(dec):
+            return  # reported once per record; it stays listed while unplaced
         self.counters["ha_unplaced_reports"] += 1
         self.trace(f"{node.node_id} cannot place {dec.domain_id} of dead {dec.replica.owner_id}: {dec.reason}")
 
@@ -1330,7 +1326,6 @@ class Simulation:
                 n.ha_busy.discard(dom)
                 return
             if isinstance(dec, Unplaced):
-                n.ha_table.report_unplaced(dec)
                 self._ha_report_unplaced(n, dec)
                 n.ha_busy.discard(dom)
                 return
