@@ -694,9 +694,35 @@ def _add_sim_parser(sub) -> None:
     sim.add_argument("--settle-max", type=_positive_float, default=None,
                      help="model seconds allowed to settle after the faults stop (default: derived from the "
                           "membership and agent configuration, reported as settle_bound_s)")
+    sim.add_argument("--start", choices=("auto", "join", "formed"), default="auto",
+                     help="join: every node joins through seeds at the start (O(N^2) membership updates in "
+                          "all); formed: the nodes start as a cluster that converged long ago; auto (default): "
+                          "join below 1000 nodes, formed from 1000")
+    sim.add_argument("--jobs", type=_positive_int, default=1,
+                     help="runs of a sweep at once, one process each (default 1); output stays in seed order")
     sim.add_argument("--trace-tail", type=_non_negative_int, default=25,
                      help="trace lines printed for a failing run (default 25)")
     sim.add_argument("--json", action="store_true", help="print one JSON object (runs, violations, ...)")
+
+
+def _run_sim_or_error(run_sim, opts):
+    try:
+        return run_sim(opts)
+    except ValueError as exc:  # a plan that cannot be placed: reported, not a traceback
+        return exc
+
+
+def _sim_results(run_sim, options: list, jobs: int):
+    """Results in the order of `options`, each as soon as it and those before it are done."""
+    if jobs == 1 or len(options) == 1:
+        for opts in options:
+            yield _run_sim_or_error(run_sim, opts)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(options))) as pool:
+        yield from pool.map(partial(_run_sim_or_error, run_sim), options)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
@@ -706,15 +732,18 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
     except ValueError as exc:
         raise CliError(f"--seeds: {exc}", EXIT_USAGE) from None
-    results = []
-    for seed in seeds:
-        opts = SimOptions(nodes=args.nodes, domains=args.domains, seed=seed, duration_s=args.duration,
+    options = [SimOptions(nodes=args.nodes, domains=args.domains, seed=seed, duration_s=args.duration,
                           faults=args.faults, cov_target=args.cov_target, settle_s_max=args.settle_max,
-                          workload=args.workload)
-        try:
-            result = run_sim(opts)
-        except ValueError as exc:
-            raise CliError(str(exc), EXIT_USAGE) from None
+                          workload=args.workload, start=args.start) for seed in seeds]
+    try:
+        for opts in options:
+            opts.validate()
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    results = []
+    for seed, result in zip(seeds, _sim_results(run_sim, options, args.jobs)):
+        if isinstance(result, ValueError):
+            raise CliError(str(result), EXIT_USAGE)
         results.append(result)
         failed = result.violation is not None or result.liveness_failure is not None
         if failed:
@@ -727,8 +756,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
                 for line in result.trace_tail[-args.trace_tail:]:
                     print(f"  {line}", file=sys.stderr)
             print(f"reproduce with: shoal sim --nodes {args.nodes} --domains {args.domains} --duration "
-                  f"{args.duration:g} --faults {args.faults} --workload {args.workload} --seed {seed}",
-                  file=sys.stderr)
+                  f"{args.duration:g} --faults {args.faults} --workload {args.workload} --start {result.start} "
+                  f"--seed {seed}", file=sys.stderr)
         if not args.json:
             r = result
             print(f"seed {seed}: {'FAIL' if failed else 'ok'}  model {r.model_seconds:.0f} s, wall "

@@ -9,7 +9,7 @@ from random import Random
 
 import pytest
 
-from agent.core.config import AgentConfig
+from agent.core.config import AgentConfig, ConfigError
 from agent.core.dissemination import Dissemination
 from agent.core.messages import Averaging, Exchange, NodeLoad
 from agent.core.validation import InputRejected
@@ -98,6 +98,23 @@ def test_digest_is_bounded_by_gossip_entries_max():
     for i in range(1, 20):
         a.on_exchange(0.0, Exchange(f"n{i}", f"127.0.0.1:{1000 + i}", (load(f"n{i}", 1.0),), Averaging(0, 0, 0)))
     assert len(a.make_exchange(0.0).entries) == 5
+
+
+def test_table_keeps_the_view_then_the_freshest_within_peer_entries_max():
+    cfg = AgentConfig(gossip_entries_max=4, peer_entries_max=8, peer_forget_ms=1_000_000)
+    a = Dissemination("n0", "127.0.0.1:1000", cfg, Random(1))
+    a.publish(load("n0", 1.0), 0.0)
+    a.tick(0.0, view_ids={"n1", "n2"})
+    for t in range(1, 40):  # n1, n2 (the view) first and never again; then 37 others, one a second
+        a.on_exchange(float(t), Exchange(f"n{t}", f"127.0.0.1:{1000 + t}", (load(f"n{t}", 1.0, hb=1),),
+                                         Averaging(0, 0, 0)))
+        assert len(a.entries) <= 8
+    assert set(a.entries) == {"n1", "n2"} | {f"n{t}" for t in range(34, 40)}
+    a.tick(40.0, view_ids={"n39"})  # the view moved on: n1 and n2 now go first
+    a.on_exchange(41.0, Exchange("n41", "127.0.0.1:1041", (load("n41", 1.0, hb=1),), Averaging(0, 0, 0)))
+    assert "n41" in a.entries and len(a.entries) == 8 and "n1" not in a.entries
+    with pytest.raises(ConfigError):
+        AgentConfig(gossip_entries_max=16, peer_entries_max=8).validate()
 
 
 def test_push_pull_averaging_converges_to_the_true_mean():

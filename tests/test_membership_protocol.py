@@ -10,7 +10,7 @@ from random import Random
 
 import pytest
 
-from agent.core.membership import JoinFailed, MemberEvent, Membership, MemberStatus, Send
+from agent.core.membership import JoinFailed, Member, MemberEvent, Membership, MemberStatus, Send
 from agent.core.membership_codec import Ack, Gossip, Ping, PingReq, Sync, Update
 from agent.core.membership_config import MembershipConfig
 from agent.core.suspicion import suspicion_timeout_min_s
@@ -193,13 +193,13 @@ def test_restarted_node_with_a_new_address_and_higher_incarnation_replaces_its_d
     net = converged_net(5)
     net.kill("n03")
     net.run_until(lambda: net.all_see("n03", DEAD), 15, "n03 dead everywhere")
-    since_s = net.now_s
+    mark = len(net.observed)  # not a time: the last death verdicts may share the restart's instant
     net.restart("n03", address_of(3, generation=1), incarnation=1, seeds=[address_of(1)])
     net.run_until(net.converged, 10, "n03 back everywhere")
     for observer in ("n01", "n02", "n04", "n05"):
         member = net.member(observer, "n03")
         assert (member.address, member.incarnation, member.status) == (address_of(3, 1), 1, ALIVE)
-    back = [o.event for o in net.observed if o.time_s >= since_s and o.event.member.node_id == "n03"]
+    back = [o.event for o in net.observed[mark:] if o.event.member.node_id == "n03"]
     assert {e.previous for e in back} == {DEAD}
 
 
@@ -399,3 +399,23 @@ def test_a_peers_dead_verdict_in_a_sync_only_makes_the_member_suspect():
                               entries=(update(2, 0, ALIVE), update(3, 0, DEAD))))
     assert node.status_of("n03") == SUSPECT  # time to refute, as memberlist's push-pull merge allows
     assert node.status_of("n02") == ALIVE
+
+
+def test_bootstrap_starts_a_node_as_a_member_of_a_formed_cluster():
+    """The simulator's formed start: all known alive, a random view, nothing learned one by one."""
+    members = {f"n{i:02d}": Member(f"n{i:02d}", address_of(i), 0, ALIVE, 0.0) for i in range(1, 41)}
+    node = Membership("n01", address_of(1), LOCAL, Random(1), 0.0)
+    node.bootstrap(members)
+    assert node.joined and node.live_count() == 40 and len(node.members()) == 40
+    view = node.view()
+    assert len(view) == LOCAL.view_size_max and "n01" not in {m.node_id for m in view}
+    other = Membership("n02", address_of(2), LOCAL, Random(2), 0.0)
+    other.bootstrap(members)
+    assert {m.node_id for m in other.view()} != {m.node_id for m in view}  # each its own random sample
+    # It runs the protocol from there: within a probe interval it pings a member of its view.
+    sent = [d for t in range(0, 2 * LOCAL.probe_interval_ms, 10) for d in node.tick(t / 1000) if isinstance(d, Send)]
+    pinged = {d.to_address for d in sent if isinstance(d.message, Ping)}
+    assert pinged and pinged <= {m.address for m in view}
+    with pytest.raises(ValueError):
+        Membership("n03", address_of(3), LOCAL, Random(3), 0.0).bootstrap(
+            {**members, "n04": Member("n04", address_of(4), 0, DEAD, 0.0)})

@@ -299,6 +299,30 @@ def test_cli_sweep_counts_runs() -> None:
     assert summary["runs"] == 2 and summary["violations"] == [] and summary["liveness_failures"] == []
 
 
+def test_a_formed_start_runs_the_same_protocols_under_faults_and_settles() -> None:
+    result = run_sim(SimOptions(seed=2, faults="all", start="formed", **SMALL))
+    _ok(result)
+    assert result.start == "formed" and result.migrations > 0 and result.final_cov <= 0.2
+    assert result.membership_messages_per_node_per_s > 0  # probing and gossip run from the first instant
+    assert sum(result.faults_injected.values()) > 0
+    assert run_sim(SimOptions(seed=2, faults="all", **SMALL)).start == "join"
+
+
+def test_auto_start_is_formed_from_1000_nodes() -> None:
+    assert not SimOptions(nodes=999).formed and SimOptions(nodes=1000).formed
+    assert not SimOptions(nodes=5000, domains=100, start="join").formed and SimOptions(start="formed").formed
+    with pytest.raises(ValueError):
+        SimOptions(start="warm").validate()
+
+
+def test_a_sweep_over_processes_gives_the_same_runs_in_seed_order() -> None:
+    from shoal.cli import _sim_results
+    options = [SimOptions(seed=s, faults="all", nodes=8, domains=24, duration_s=30.0) for s in (3, 1, 2)]
+    serial = [r.trace_digest for r in _sim_results(run_sim, options, 1)]
+    parallel = list(_sim_results(run_sim, options, 2))
+    assert [r.seed for r in parallel] == [3, 1, 2] and [r.trace_digest for r in parallel] == serial
+
+
 def test_parse_seeds() -> None:
     assert parse_seeds("3") == [3]
     assert parse_seeds("1-4") == [1, 2, 3, 4]

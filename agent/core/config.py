@@ -30,6 +30,10 @@ class AgentConfig:
     peer_stale_ms: int = 5_000
     # An entry this old is forgotten (the node is presumed gone).
     peer_forget_ms: int = 30_000
+    # Peers' loads held at most (the freshest are kept): a few neighbours' worth, so memory and
+    # the cost of a digest stay flat as N grows (unbounded, a node of 10 000 hears of ~2 000 in
+    # one peer_forget_ms at 16 entries per exchange, 4 exchanges a second).
+    peer_entries_max: int = 64
     # Push-pull averaging restarts every this many rounds so the mean tracks
     # load changes; variance falls ~0.3x per round, 20 rounds is ~1e-10.
     averaging_epoch_rounds: int = 20
@@ -122,6 +126,9 @@ class AgentConfig:
         if self.peer_stale_ms < 2 * self.gossip_interval_ms:
             raise ConfigError("peer_stale_ms must be at least 2 x gossip_interval_ms "
                               f"({self.peer_stale_ms} < 2 x {self.gossip_interval_ms})")
+        if self.peer_entries_max < self.gossip_entries_max:
+            raise ConfigError("peer_entries_max must be at least gossip_entries_max "
+                              f"({self.peer_entries_max} < {self.gossip_entries_max})")
         if self.peer_forget_ms <= self.peer_stale_ms:
             raise ConfigError("peer_forget_ms must exceed peer_stale_ms "
                               f"({self.peer_forget_ms} <= {self.peer_stale_ms})")

@@ -10,7 +10,10 @@ entries keeping, per node, the entry with the highest heartbeat (a node raises
 its own heartbeat each time it publishes, starting from a value the runtime
 derives from the wall clock so a restarted node is not ignored). Each entry
 travels with its age at the sender, so ages stay meaningful across hops without
-synchronized clocks.
+synchronized clocks. The table is bounded: past `peer_entries_max` entries the
+stalest are dropped, the membership view's members last (the runtime names them
+at each `tick`: the policy decides among them), so memory and the cost of a
+digest stay flat whatever N is.
 
 The mean utilization is estimated by push-pull averaging (Jelasity, Montresor,
 Babaoglu 2005): each node holds an estimate of (mean demand, mean capacity);
@@ -54,6 +57,7 @@ class Dissemination:
         self.seeds = tuple(s for s in seeds if s != address)
         self._heartbeat = heartbeat_origin
         self.entries: dict[str, PeerEntry] = {}
+        self.view_ids: frozenset[str] = frozenset()  # kept before other entries when the table is full
         self.self_load: NodeLoad | None = None
         self._avg = Averaging(epoch=0, demand_cores=0.0, capacity_cores=0.0)
         self._avg_rounds = 0
@@ -108,8 +112,11 @@ class Dissemination:
             # The responder already averaged; adopting its value completes the step.
             self._avg = theirs
 
-    def tick(self, now_s: float) -> list[str]:
-        """Forgets entries not refreshed for peer_forget_ms; returns their ids."""
+    def tick(self, now_s: float, view_ids: frozenset[str] | set[str] | None = None) -> list[str]:
+        """Forgets entries not refreshed for peer_forget_ms; returns their ids. `view_ids`:
+        the membership view now, whose entries the bound drops last."""
+        if view_ids is not None:
+            self.view_ids = frozenset(view_ids)
         gone = [nid for nid, e in self.entries.items()
                 if e.age_s(now_s) * 1000 >= self.config.peer_forget_ms]
         for nid in gone:
@@ -138,8 +145,9 @@ class Dissemination:
 
     # -- internals -------------------------------------------------------------
     def _digest(self, now_s: float) -> tuple[NodeLoad, ...]:
-        # (age, load) pairs first, and copies only of the entries sent: the table holds every peer
-        # heard of in the last peer_forget_ms, a digest at most gossip_entries_max of them.
+        # (age, load) pairs first, and copies only of the entries sent: the table holds up to
+        # peer_entries_max peers heard of in the last peer_forget_ms, a digest at most
+        # gossip_entries_max of them.
         forget_ms = self.config.peer_forget_ms
         others = [(int(age_ms), e.load) for _, e in sorted(self.entries.items())
                   if (age_ms := e.age_s(now_s) * 1000) < forget_ms]
@@ -150,7 +158,7 @@ class Dissemination:
             others.sort(key=lambda aged: (aged[0], aged[1].node_id))
             fresh, rest = others[: room // 2], others[room // 2:]
             others = fresh + self.rng.sample(rest, room - len(fresh))
-        return ((self.self_load,) if self.self_load else ()) + tuple(replace(load, age_ms=age_ms)
+        return ((self.self_load,) if self.self_load else ()) + tuple(load.aged(age_ms)
                                                                       for age_ms, load in others)
 
     def _merge(self, now_s: float, entries: tuple[NodeLoad, ...]) -> None:
@@ -163,7 +171,12 @@ class Dissemination:
             changed_at = now_s - load.age_ms / 1000
             if known is not None:
                 changed_at = max(changed_at, known.changed_at_s)
-            self.entries[load.node_id] = PeerEntry(replace(load, age_ms=0), changed_at)
+            self.entries[load.node_id] = PeerEntry(load.aged(0), changed_at)
+        if len(self.entries) > self.config.peer_entries_max:
+            # Keep the view's, then the freshest; ties by node id, so a seed replays exactly.
+            view = self.view_ids
+            keep = sorted(self.entries.items(), key=lambda kv: (kv[0] not in view, -kv[1].changed_at_s, kv[0]))
+            self.entries = dict(keep[: self.config.peer_entries_max])
 
     def _start_epoch(self, epoch: int) -> None:
         self._avg_settled = self._avg if self._avg.capacity_cores > 0 else self._avg_settled

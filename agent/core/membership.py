@@ -67,7 +67,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from random import Random
-from typing import Sequence, Union
+from typing import Mapping, Sequence, Union
 
 from agent.core.awareness import Awareness
 from agent.core.broadcasts import BroadcastQueue, retransmit_limit
@@ -172,6 +172,7 @@ class Membership:
         self._incarnation = incarnation
         self._members: dict[str, Member] = {node_id: Member(node_id, address, incarnation, ALIVE, now_s)}
         self._live_count = 1
+        self._not_live: set[str] = set()  # ids of dead and left members but me: reaped, reconnected to
         self._view = PeerView(config.view_size_max, rng)
         self._broadcasts: BroadcastQueue[Update] = BroadcastQueue(config.broadcasts_queued_max)
         self._suspicions: dict[str, Suspicion] = {}
@@ -207,6 +208,29 @@ class Membership:
         if self._seeds and not self._left:
             self._send_joins(now_s)
         return self._flush()
+
+    def bootstrap(self, members: Mapping[str, Member]) -> None:
+        """Starts as a member of a cluster that formed long ago: `members` (id -> Member, all
+        alive) are known, the view is a random sample of them, and nothing is announced but
+        our own alive update. For a simulator that starts N nodes as if converged: a
+        simultaneous join of N nodes is O(N^2) updates in all, which one process cannot
+        afford at 10 000 nodes. Members may be shared between nodes (they are frozen); the
+        agent joins instead. Returns no events: the caller knows whom it gave."""
+        if any(m.status not in LIVE for m in members.values()):
+            raise ValueError("bootstrap takes live members only")
+        me = self._members[self.node_id]
+        table = dict(members)
+        table[self.node_id] = me
+        self._members = table
+        self._not_live = set()
+        self._live_count = len(table)
+        self._joined = True
+        self._seeds = ()
+        ids = list(table)
+        want = min(self.config.view_size_max + 1, len(ids))
+        for i in self.rng.sample(range(len(ids)), want):
+            if ids[i] != self.node_id:
+                self._view_offer(ids[i])
 
     def tick(self, now_s: float) -> list[Directive]:
         """Does whatever is due at `now_s`; call it often (every 50 ms or so)."""
@@ -441,7 +465,7 @@ class Membership:
         if now_s < self._next_reconnect_s:
             return
         self._next_reconnect_s = now_s + self.config.reconnect_interval_ms / 1000
-        dead = sorted(i for i, m in self._members.items() if m.status == DEAD)
+        dead = sorted(i for i in self._not_live if self._members[i].status == DEAD)
         if dead:
             member = self._members[self.rng.choice(dead)]
             self._send_sync(member.address, first=(self._verdict_about(member),))
@@ -689,6 +713,10 @@ class Membership:
         old = self._members.get(member.node_id)
         self._members[member.node_id] = member
         self._live_count += (member.status in LIVE) - (previous in LIVE)
+        if member.status in LIVE:
+            self._not_live.discard(member.node_id)
+        elif member.node_id != self.node_id:
+            self._not_live.add(member.node_id)
         if old is None or old.status != member.status or old.address != member.address:
             self._out.append(MemberEvent(member, previous))
         else:
@@ -697,9 +725,9 @@ class Membership:
 
     def _reap_tombstones(self, now_s: float) -> None:
         retention_s = self.config.tombstone_retention_ms / 1000
-        for node_id in [i for i, m in self._members.items()
-                        if m.status not in LIVE and i != self.node_id and now_s - m.last_change_s >= retention_s]:
+        for node_id in sorted(i for i in self._not_live if now_s - self._members[i].last_change_s >= retention_s):
             del self._members[node_id]
+            self._not_live.discard(node_id)
 
     # -- partial view ---------------------------------------------------------------------
     def _pinned(self) -> frozenset[str]:
@@ -778,10 +806,13 @@ class Membership:
 
     def _state_sample(self) -> tuple[Update, ...]:
         """Ourselves, then a random sample of the table (tombstones too), as state for a sync."""
-        others = sorted(i for i in self._members if i != self.node_id)
-        sample = self.rng.sample(others, min(self.config.sync_entries_max - 1, len(others)))
+        # O(sample), not O(N log N): the table's own order (insertion, so a seed replays) and
+        # sampled positions; at 10 000 members a sorted copy per sync cost more than the sync.
+        ids = list(self._members)
+        k = min(self.config.sync_entries_max, len(ids))
+        sample = (ids[p] for p in self.rng.sample(range(len(ids)), k))
         return (self._self_update(self._members[self.node_id].status),) + tuple(
-            self._verdict_about(self._members[i]) for i in sample)
+            self._verdict_about(self._members[i]) for i in sample if i != self.node_id)[:k - 1]
 
     def _send_sync(self, address: str, first: tuple[Update, ...] = (), join: bool = False) -> None:
         self.counters["syncs_sent"] += 1

@@ -31,6 +31,16 @@ class NodeLoad:
     age_ms: int = 0
     schema_version: int = SCHEMA_VERSION
 
+    def aged(self, age_ms: int) -> "NodeLoad":
+        """This entry as relayed with `age_ms`. dataclasses.replace runs the whole __init__
+        (~10 us); gossip makes one per entry per exchange, so copy the fields directly."""
+        if age_ms == self.age_ms:
+            return self
+        new = object.__new__(NodeLoad)
+        new.__dict__.update(self.__dict__)
+        new.__dict__["age_ms"] = age_ms
+        return new
+
     @property
     def cpu_utilization(self) -> float:
         return self.cpu_demand_cores / self.cpu_capacity_cores

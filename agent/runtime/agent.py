@@ -374,11 +374,12 @@ class Agent:
     async def gossip_once(self) -> None:
         assert self.dissemination is not None
         now = self.now_s()
-        for node_id in self.dissemination.tick(now):
+        assert self.membership is not None
+        members = [m for m in self.membership.view() if m.status is MemberStatus.ALIVE]
+        for node_id in self.dissemination.tick(now, {m.node_id for m in members}):
             log.info("%s: forgot peer %s (no news for %d ms)", self.node_id, node_id, self.config.peer_forget_ms)
             self.metrics.inc("peers_forgotten")
-        assert self.membership is not None
-        view = [m.address for m in self.membership.view() if m.status is MemberStatus.ALIVE]
+        view = [m.address for m in members]
         address = self.dissemination.pick_peer(now, candidates=view)
         if address is None:
             return

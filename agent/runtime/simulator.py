@@ -71,6 +71,15 @@ frozenset object per distinct view (nodes that agree share it), rebuilt only
 when a verdict changes. A member new to a node does not wake its HA loop
 (the next round takes it in): in a 10 000-node start every node hears of
 10 000 of them.
+
+Start. `join` boots every node within the first second, each joining through
+three seeds, and membership spreads by SWIM's dissemination: every node learns
+of every other, O(N^2) updates in all, which one process cannot afford at
+10 000 nodes. `formed` starts the nodes as a cluster that converged long ago
+(Membership.bootstrap: every member known alive, a random view, one shared
+Member object per node); everything after the first instant runs the same
+cores as `join`. `auto` (the default) joins up to FORMED_START_NODES_MIN - 1
+nodes and starts formed from there; the result says which.
 """
 
 from __future__ import annotations
@@ -92,7 +101,7 @@ from agent.core import membership_codec
 from agent.core.config import AgentConfig, config_from_mapping
 from agent.core.dissemination import Dissemination
 from agent.core.handoff import SOURCE_TERMINAL, TARGET_TERMINAL, OutgoingMigration, SourceState, TargetHandoffs
-from agent.core.membership import MemberEvent, Membership, MemberStatus, Send
+from agent.core.membership import Member, MemberEvent, Membership, MemberStatus, Send
 from agent.core.membership_config import MembershipConfig, detection_bound_s
 from agent.core.messages import (OUTCOME_ABORTED, OUTCOME_COMMITTED, OUTCOME_RESERVED, OUTCOME_UNKNOWN,
                                  CommitDecision, Exchange, NodeLoad, PrepareDecision, PrepareRequest)
@@ -163,6 +172,11 @@ class Violation:
         return {"seed": self.seed, "invariant": self.invariant, "detail": self.detail, "time_s": round(self.time_s, 4)}
 
 
+START_MODES = ("auto", "join", "formed")
+# From here `auto` starts formed: a 1000-node join already costs minutes of one core.
+FORMED_START_NODES_MIN = 1000
+
+
 @dataclass
 class SimOptions:
     nodes: int = 16
@@ -178,6 +192,8 @@ class SimOptions:
     # sine: every domain's demand swings around its level (period SINE_PERIOD_S, random phase), so
     # the balancing rule keeps migrating while faults hit; constant: balance once, then quiet.
     workload: str = "sine"
+    # join | formed | auto (formed from FORMED_START_NODES_MIN nodes): see "Start" above.
+    start: str = "auto"
     # Test hook: called once at this model time with the simulation (inject a bug, check the checker).
     inject_at_s: float | None = None
     inject: Callable[["Simulation"], None] | None = None
@@ -189,11 +205,17 @@ class SimOptions:
             raise ValueError(f"--domains must be >= 0, got {self.domains}")
         if self.faults not in FAULT_CLASSES:
             raise ValueError(f"--faults must be one of {', '.join(FAULT_CLASSES)}, got {self.faults!r}")
+        if self.start not in START_MODES:
+            raise ValueError(f"--start must be one of {', '.join(START_MODES)}, got {self.start!r}")
         if self.workload not in ("sine", "constant"):
             raise ValueError(f"workload must be sine or constant, got {self.workload!r}")
         if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
             raise ValueError(f"--duration must be a positive number of model seconds, got {self.duration_s}")
         return self
+
+    @property
+    def formed(self) -> bool:
+        return self.start == "formed" or (self.start == "auto" and self.nodes >= FORMED_START_NODES_MIN)
 
 
 @dataclass
@@ -202,6 +224,7 @@ class SimResult:
     nodes: int
     domains: int
     faults: str
+    start: str  # join | formed
     model_seconds: float
     wall_seconds: float
     violation: Violation | None
@@ -233,7 +256,7 @@ class SimResult:
     def to_json(self) -> dict:
         return {
             "seed": self.seed, "nodes": self.nodes, "domains": self.domains, "faults": self.faults,
-            "model_seconds": round(self.model_seconds, 3), "wall_seconds": round(self.wall_seconds, 3),
+            "start": self.start, "model_seconds": round(self.model_seconds, 3), "wall_seconds": round(self.wall_seconds, 3),
             "violation": self.violation.to_json() if self.violation else None,
             "liveness_failure": self.liveness_failure,
             "settle_s": round(self.settle_s, 3) if self.settle_s is not None else None,
@@ -419,6 +442,7 @@ class Simulation:
         self._seq = 0
         self.net = MemoryNetwork(self.rng, self.at, self._deliver)
         self.nodes = [SimNode(i) for i in range(opts.nodes)]
+        self._formed_members: dict[str, Member] | None = None  # start(): the table a formed start gives
         self._node_ids = [n.node_id for n in self.nodes]
         self._live_sets: weakref.WeakValueDictionary[bytes, frozenset[str]] = weakref.WeakValueDictionary()
         self.check_every_event = opts.nodes <= CHECK_EVERY_EVENT_NODES
@@ -494,8 +518,12 @@ class Simulation:
         for spec, idx in plans:
             by_node.setdefault(idx, []).append(spec)
             self.specs[spec.domain_id] = spec
+        if self.opts.formed:
+            # Every member known alive at its first address and incarnation (SimNode.start): one
+            # shared Member per node, so N tables of N entries hold N objects, not N^2.
+            self._formed_members = {n.node_id: Member(n.node_id, f"{n.ip}:7001", 1, ALIVE, 0.0) for n in self.nodes}
         for node in self.nodes:
-            at_s = 0.0 if node.index == 0 else self.rng.uniform(0.0, 1.0)
+            at_s = 0.0 if node.index == 0 or self.opts.formed else self.rng.uniform(0.0, 1.0)
             self.at(at_s, self._boot, node, by_node.get(node.index, []))
 
     def _boot(self, node: SimNode, specs: list[DomainSpec]) -> None:
@@ -523,7 +551,17 @@ class Simulation:
         self.net.register(node.address, node)
         in_doubt = self._recover(node)
         self.publish(node)
-        self._exec(node, node.membership.join(now, seeds))
+        formed = self._formed_members if node.gen == 1 else None
+        if formed is not None:
+            if formed[node.node_id].address != node.address:
+                raise AssertionError(f"{node.node_id} started at {node.address}, formed table says otherwise")
+            node.membership.bootstrap(formed)
+            node.live_bits[:] = b"\x01" * len(node.live_bits)
+            node.live_bits[node.index] = 0
+            node.live_frozen = None
+            self._exec(node, [])  # schedules its first membership tick
+        else:
+            self._exec(node, node.membership.join(now, seeds))
         rng = node.rng
         gossip_s = self.config.gossip_interval_ms / 1000
         self.at_node(now + gossip_s * rng.random(), node, self._gossip_round)
@@ -791,8 +829,9 @@ class Simulation:
         now = self.now_s
         interval_s = self.config.gossip_interval_ms / 1000
         self.at_node(now + interval_s * (0.75 + 0.5 * node.rng.random()), node, self._gossip_round)
-        node.dissemination.tick(now)
-        view = [m.address for m in node.membership.view() if m.status is ALIVE]
+        members = [m for m in node.membership.view() if m.status is ALIVE]
+        node.dissemination.tick(now, {m.node_id for m in members})
+        view = [m.address for m in members]
         address = node.dissemination.pick_peer(now, candidates=view)
         if address is None:
             return
@@ -1833,7 +1872,8 @@ class Simulation:
         node_s = self._node_seconds()
         sent = sum(self.net.sent.values())
         return SimResult(
-            seed=self.seed, nodes=opts.nodes, domains=opts.domains, faults=opts.faults, model_seconds=model_s,
+            seed=self.seed, nodes=opts.nodes, domains=opts.domains, faults=opts.faults,
+            start="formed" if opts.formed else "join", model_seconds=model_s,
             wall_seconds=time.perf_counter() - wall_start, violation=self.violation,
             liveness_failure=liveness_failure, settle_s=settle_s, settle_bound_s=bound_s, messages=sent,
             messages_per_node_per_s=sent / node_s if node_s else 0.0,
