@@ -156,6 +156,12 @@ class MemoryImage:
         return buf
 
     @property
+    def buffer(self) -> "bytearray | object":
+        """The buffer holding the real bytes (what `empty`'s `allocate` returned):
+        for a shell that manages its memory, never to write through."""
+        return self._bytes
+
+    @property
     def page_count(self) -> int:
         return self._page_count
 

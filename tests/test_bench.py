@@ -20,7 +20,8 @@ from agent.runtime.pki import issue_node_files
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = {"size_mib", "dirty_rate_mib_s", "transport", "throughput_mb_s", "raw_tcp_mb_s", "ratio", "rounds",
-        "downtime_ms", "total_s", "bytes_sent", "stop_reason", "hash_equal"}
+        "downtime_ms", "transfer_s", "prepare_s", "total_s", "throughput_total_mb_s", "ratio_total", "bytes_sent",
+        "stop_reason", "hash_equal"}
 
 
 @pytest.mark.parametrize("extra,transport", [((), "mtls"), (("--insecure",), "plaintext")])
@@ -37,6 +38,15 @@ def test_bench_migration_reports_a_verified_migration(extra: tuple[str, ...], tr
     assert report["bytes_sent"] >= 16 * 1024 * 1024  # round 1 sends every page
     assert report["throughput_mb_s"] > 0 and report["raw_tcp_mb_s"] > 0
     assert report["ratio"] == pytest.approx(report["throughput_mb_s"] / report["raw_tcp_mb_s"], abs=0.01)
+    # The transfer phase and PREPARE are parts of the whole migration, and each
+    # throughput is the bytes over its own span (the values are rounded).
+    assert 0 < report["transfer_s"] <= report["total_s"]
+    assert 0 < report["prepare_s"] and report["prepare_s"] + report["transfer_s"] <= report["total_s"] + 0.002
+    assert report["throughput_mb_s"] == pytest.approx(report["bytes_sent"] / report["transfer_s"] / 1e6, rel=0.05)
+    assert report["throughput_total_mb_s"] == pytest.approx(report["bytes_sent"] / report["total_s"] / 1e6,
+                                                            rel=0.05)
+    assert report["throughput_total_mb_s"] <= report["throughput_mb_s"] * 1.05
+    assert report["ratio_total"] == pytest.approx(report["throughput_total_mb_s"] / report["raw_tcp_mb_s"], abs=0.01)
 
 
 def test_raw_reference_runs_mutual_tls_with_the_node_files(tmp_path: Path) -> None:

@@ -76,6 +76,9 @@ async def test_operator_migration_over_control_api_moves_domain_and_raises_epoch
         resp = await client.migrate("dom-1", "b")
         assert resp.migrated, resp.reason
         assert resp.epoch == 2 and resp.bytes_sent > 0
+        # PREPARE and the transfer phase are disjoint parts of the whole migration.
+        assert resp.prepare_s > 0 and resp.transfer_s > 0
+        assert resp.prepare_s + resp.transfer_s <= resp.duration_s
         assert "dom-1" in b.host.domains and "dom-1" not in a.host.domains
         refused = await client.migrate("dom-1", "b")
         assert not refused.migrated and "no domain" in refused.reason
@@ -83,6 +86,31 @@ async def test_operator_migration_over_control_api_moves_domain_and_raises_epoch
         assert st["counters"]["migrations_succeeded"] == 1
     finally:
         await client.close()
+
+
+async def test_prepare_answers_once_the_reserved_image_memory_is_faulted_in(local_cluster):
+    from dataclasses import replace
+
+    from agent.runtime import image_memory
+    from tests.conftest import FAST
+
+    real_bytes = 4 * image_memory.PREFAULT_BYTES_MIN  # big enough for the populating thread
+    a = await local_cluster.add("a", config=replace(FAST, image_real_bytes_max=real_bytes), loops=False)
+    channel = local_cluster.peer_channel(a.address, "src")
+    try:
+        stub = migration_pb2_grpc.MigrationStub(channel)
+        req = PrepareRequest("m-pop", "src", spec(2, memory_mib=real_bytes // (1024 * 1024)), 1, 1.0, 8.0, 8.0,
+                             real_bytes, False)
+        resp = await stub.Prepare(codec.prepare_to_pb(req), timeout=5)
+        assert resp.accepted, resp.reason
+        buf = a.target.incoming["m-pop"].image.buffer
+        if isinstance(buf, image_memory.PopulatingBuffer):  # Linux with libc: faulted in before the answer
+            assert buf.populated.is_set()
+        # A repeated PREPARE (idempotent) answers the same, with nothing left to wait for.
+        assert (await stub.Prepare(codec.prepare_to_pb(req), timeout=5)).accepted
+        assert await a.populate_reserved_image("m-unknown", 1.0) is False
+    finally:
+        await channel.close()
 
 
 async def test_malformed_gossip_is_rejected_with_a_status_and_the_agent_keeps_running(local_cluster):

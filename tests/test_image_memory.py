@@ -3,8 +3,11 @@ event loop, and the allocator setting that keeps chunk buffers warm."""
 
 from __future__ import annotations
 
+import asyncio
+import platform
 import sys
 import threading
+import time
 from random import Random
 
 import pytest
@@ -68,6 +71,50 @@ def test_image_on_prefaulted_memory_receives_and_hashes_like_a_bytearray_one():
     join_prefaulters()
     assert received.content_hash() == source.content_hash() == received.content_hash_uncached()
     assert received.read_pages(0, size_mib * PAGES_PER_MIB) == source.read_pages(0, size_mib * PAGES_PER_MIB)
+
+
+def _resident_pages(buf) -> int:
+    """Pages of buf resident in memory (mincore)."""
+    import ctypes
+    import mmap as mmap_module
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    pages = len(buf) // mmap_module.PAGESIZE
+    vec = ctypes.create_string_buffer(pages)
+    anchor = ctypes.c_char.from_buffer(buf)
+    try:
+        assert libc.mincore(ctypes.addressof(anchor), len(buf), vec) == 0, ctypes.get_errno()
+    finally:
+        del anchor
+    return sum(b & 1 for b in vec.raw)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the mmap path is Linux only")
+def test_wait_populated_returns_when_every_page_is_faulted_in():
+    buf = image_memory.zeroed_buffer(BIG)
+    assert isinstance(buf, image_memory.PopulatingBuffer)
+    assert asyncio.run(image_memory.wait_populated(buf, 30.0)) is True
+    assert buf.populated.is_set()
+    release = tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2])
+    if release >= (5, 14):  # MADV_POPULATE_WRITE: every page is in before the first write
+        assert _resident_pages(buf) == BIG // PAGE_SIZE
+    assert bytes(buf) == bytes(BIG)
+
+
+def test_wait_populated_is_bounded_by_its_timeout():
+    buf = image_memory.PopulatingBuffer(-1, 4 * PAGE_SIZE)
+    buf.populated = threading.Event()  # a populating thread that never finishes
+    started = time.monotonic()
+    assert asyncio.run(image_memory.wait_populated(buf, 0.05)) is False
+    assert 0.04 <= time.monotonic() - started < 5.0
+    assert asyncio.run(image_memory.wait_populated(buf, 0.0)) is False
+    buf.populated.set()
+    assert asyncio.run(image_memory.wait_populated(buf, 0.0)) is True
+
+
+def test_wait_populated_has_nothing_to_wait_for_on_other_buffers():
+    assert asyncio.run(image_memory.wait_populated(bytearray(PAGE_SIZE), 0.0)) is True
 
 
 def test_empty_refuses_an_allocator_that_returns_the_wrong_size():

@@ -117,6 +117,11 @@ class MigrationServicer(migration_pb2_grpc.MigrationServicer):
             decision = self.agent.on_prepare(prepare)
         except InputRejected as exc:
             await _reject(self.agent, context, exc, "prepare")
+        if decision.accepted:
+            # Half the time the caller still gives us: the other half carries the answer back.
+            remaining_s = context.time_remaining()
+            await self.agent.populate_reserved_image(
+                prepare.migration_id, (remaining_s if remaining_s is not None else self.agent.clients.timeout_s) / 2)
         return migration_pb2.PrepareResponse(accepted=decision.accepted, reason=decision.reason,
                                              lease_ms=decision.lease_ms)
 
@@ -297,7 +302,8 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                                                  rounds=result.rounds, downtime_ms=result.downtime_s * 1000,
                                                  stop_reason=result.stop_reason,
                                                  accounted_bytes=result.accounted_bytes,
-                                                 hash_equal=result.migrated)
+                                                 hash_equal=result.migrated, transfer_s=result.transfer_s,
+                                                 prepare_s=result.prepare_s)
 
     async def Drain(self, request, context):
         remaining = await self.agent.drain()

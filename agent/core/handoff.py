@@ -110,6 +110,9 @@ class OutgoingMigration:
     stop_reason: str = ""
     paused_at_s: float | None = None
     downtime_s: float = 0.0
+    # The transfer phase: round 1 begins (PREPARE accepted) to the stop-and-copy's last page acknowledged.
+    transfer_started_at_s: float | None = None
+    transfer_ended_at_s: float | None = None
 
     def step(self, event: str, reason: str = "") -> SourceState:
         nxt = SOURCE_TRANSITIONS.get((self.state, event))

@@ -218,7 +218,7 @@ class MigrateDomainRequest(_message.Message):
     def __init__(self, domain_id: _Optional[str] = ..., target_node_id: _Optional[str] = ..., bandwidth_mib_s: _Optional[float] = ..., no_wait: _Optional[bool] = ...) -> None: ...
 
 class MigrateDomainResponse(_message.Message):
-    __slots__ = ("migrated", "reason", "migration_id", "epoch", "bytes_sent", "duration_s", "rounds", "downtime_ms", "stop_reason", "accounted_bytes", "hash_equal")
+    __slots__ = ("migrated", "reason", "migration_id", "epoch", "bytes_sent", "duration_s", "rounds", "downtime_ms", "stop_reason", "accounted_bytes", "hash_equal", "transfer_s", "prepare_s")
     MIGRATED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,8 @@ class MigrateDomainResponse(_message.Message):
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTED_BYTES_FIELD_NUMBER: _ClassVar[int]
     HASH_EQUAL_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_S_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_S_FIELD_NUMBER: _ClassVar[int]
     migrated: bool
     reason: str
     migration_id: str
@@ -241,7 +243,9 @@ class MigrateDomainResponse(_message.Message):
     stop_reason: str
     accounted_bytes: int
     hash_equal: bool
-    def __init__(self, migrated: _Optional[bool] = ..., reason: _Optional[str] = ..., migration_id: _Optional[str] = ..., epoch: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., duration_s: _Optional[float] = ..., rounds: _Optional[int] = ..., downtime_ms: _Optional[float] = ..., stop_reason: _Optional[str] = ..., accounted_bytes: _Optional[int] = ..., hash_equal: _Optional[bool] = ...) -> None: ...
+    transfer_s: float
+    prepare_s: float
+    def __init__(self, migrated: _Optional[bool] = ..., reason: _Optional[str] = ..., migration_id: _Optional[str] = ..., epoch: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., duration_s: _Optional[float] = ..., rounds: _Optional[int] = ..., downtime_ms: _Optional[float] = ..., stop_reason: _Optional[str] = ..., accounted_bytes: _Optional[int] = ..., hash_equal: _Optional[bool] = ..., transfer_s: _Optional[float] = ..., prepare_s: _Optional[float] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ()
