@@ -50,6 +50,10 @@ def check_address(value: str) -> None:
         raise InputRejected("bad_address", f"address {value!r} has port {port} out of range")
 
 
+_LOAD_NUMBERS = ("cpu_capacity_cores", "cpu_demand_cores", "memory_capacity_mib", "memory_used_mib",
+                 "vcpus_committed", "vcpus_capacity")
+
+
 def check_node_load(load: NodeLoad) -> None:
     if load.schema_version != SCHEMA_VERSION:
         raise InputRejected("schema_version",
@@ -58,9 +62,13 @@ def check_node_load(load: NodeLoad) -> None:
     check_id("node id", load.node_id)
     check_address(load.address)
     who = f"entry for {load.node_id}"
-    for name in ("cpu_capacity_cores", "cpu_demand_cores", "memory_capacity_mib", "memory_used_mib",
-                 "vcpus_committed", "vcpus_capacity"):
-        _finite_non_negative(name, getattr(load, name), who)
+    values = (load.cpu_capacity_cores, load.cpu_demand_cores, load.memory_capacity_mib, load.memory_used_mib,
+              load.vcpus_committed, load.vcpus_capacity)
+    # Every entry of every exchange passes here: one test for the common case, the named check
+    # (which says which field is wrong) only when it fails.
+    if not all(type(v) in (int, float) and 0 <= v < math.inf for v in values):
+        for name, value in zip(_LOAD_NUMBERS, values):
+            _finite_non_negative(name, value, who)
     if load.cpu_capacity_cores <= 0 or load.cpu_capacity_cores > CPU_CORES_MAX:
         raise InputRejected("out_of_range", f"{who}: cpu_capacity_cores {load.cpu_capacity_cores} "
                                             f"not in (0, {CPU_CORES_MAX:g}]")
