@@ -323,6 +323,23 @@ def test_a_sweep_over_processes_gives_the_same_runs_in_seed_order() -> None:
     assert [r.seed for r in parallel] == [3, 1, 2] and [r.trace_digest for r in parallel] == serial
 
 
+def test_liveness_waits_for_old_handoffs_not_for_ones_the_rule_begins_after_the_faults() -> None:
+    from agent.core.handoff import OutgoingMigration
+    sim = Simulation(SimOptions(seed=1, faults="none", nodes=6, domains=12, duration_s=30.0))
+    result = sim.run()
+    assert result.settle_s is not None and not sim.unsettled()
+    node = next(n for n in sim.nodes if n.up)
+    young = OutgoingMigration("young.1", "dom-00000", "n00001", "x:1", 1, started_at_s=sim.now_s)
+    node.outgoing[young.migration_id] = young
+    assert not sim.unsettled()  # the balancing rule at work
+    sim.now_s += sim.config.reservation_lease_ms / 1000 + 1
+    assert sim.unsettled()[0].startswith(f"handoff: {node.node_id} has 1 outgoing")  # outlived its lease
+    del node.outgoing[young.migration_id]
+    old = OutgoingMigration("old.1", "dom-00000", "n00001", "x:1", 1, started_at_s=sim.settle_from_s - 1)
+    node.outgoing[old.migration_id] = old
+    assert sim.unsettled()[0].startswith(f"handoff: {node.node_id} has 1 outgoing")  # begun before the faults stopped
+
+
 def test_parse_seeds() -> None:
     assert parse_seeds("3") == [3]
     assert parse_seeds("1-4") == [1, 2, 3, 4]
