@@ -36,7 +36,6 @@ def test_small_buffers_are_plain_zeroed_bytearrays():
     assert isinstance(buf, bytearray) and buf == bytes(3 * PAGE_SIZE)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the mmap path is Linux only")
 def test_large_buffer_is_zeroed_and_keeps_bytes_written_while_it_is_faulted_in():
     buf = image_memory.zeroed_buffer(BIG)
     assert len(buf) == BIG
@@ -90,14 +89,15 @@ def _resident_pages(buf) -> int:
     return sum(b & 1 for b in vec.raw)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the mmap path is Linux only")
 def test_wait_populated_returns_when_every_page_is_faulted_in():
     buf = image_memory.zeroed_buffer(BIG)
-    assert isinstance(buf, image_memory.PopulatingBuffer)
+    # Elsewhere a plain bytearray, which has nothing to wait for (the wait answers True at once).
+    assert isinstance(buf, image_memory.PopulatingBuffer if sys.platform.startswith("linux") else bytearray)
     assert asyncio.run(image_memory.wait_populated(buf, 30.0)) is True
     assert buf.populated.is_set()
     release = tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2])
-    if release >= (5, 14):  # MADV_POPULATE_WRITE: every page is in before the first write
+    # MADV_POPULATE_WRITE (Linux 5.14): every page is in before the first write.
+    if sys.platform.startswith("linux") and release >= (5, 14):
         assert _resident_pages(buf) == BIG // PAGE_SIZE
     assert bytes(buf) == bytes(BIG)
 

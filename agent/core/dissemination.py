@@ -32,9 +32,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from random import Random
+from typing import Iterable
 
 from agent.core.config import AgentConfig
 from agent.core.messages import Averaging, Exchange, NodeLoad
+from agent.core.policy import Neighbour
 from agent.core.validation import check_exchange
 
 
@@ -132,6 +134,23 @@ class Dissemination:
         """Peers whose entry is recent enough to base a decision on."""
         limit_s = self.config.peer_stale_ms / 1000
         return [load for load, age in self.peers(now_s) if age <= limit_s]
+
+    def neighbours(self, now_s: float, usable: set[str] | frozenset[str],
+                   sent_recently: Iterable[tuple[float, str, float]] = ()) -> list[Neighbour]:
+        """The policy's neighbours: fresh peers among `usable` (alive and in the view), each with
+        the demand this node sent it since its entry was published added (`sent_recently`:
+        (local time, target id, demand cores) of moves begun), as that is not in the entry yet."""
+        sent = list(sent_recently)
+        out = []
+        for load in self.fresh_peers(now_s):
+            if load.node_id not in usable:
+                continue  # suspect, dead, left, or outside the bounded view
+            changed_at = self.entries[load.node_id].changed_at_s
+            extra = sum(d for at, tgt, d in sent if tgt == load.node_id and at >= changed_at)
+            out.append(Neighbour(load.node_id, load.cpu_capacity_cores, load.cpu_demand_cores + extra,
+                                 load.memory_free_mib, load.vcpus_capacity - load.vcpus_committed,
+                                 load.migrations_inflight))
+        return out
 
     def mean_utilization_estimate(self) -> float | None:
         avg = self._avg_settled or self._avg

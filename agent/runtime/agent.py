@@ -506,19 +506,7 @@ class Agent:
 
     def neighbours(self) -> list[Neighbour]:
         assert self.dissemination is not None
-        now = self.now_s()
-        out = []
-        usable = self.live_view_ids()
-        for load in self.dissemination.fresh_peers(now):
-            if load.node_id not in usable:
-                continue  # suspect, dead, left, or outside the bounded view
-            entry = self.dissemination.entries[load.node_id]
-            # What we sent it since its entry was published is not in the entry yet.
-            extra = sum(d for at, tgt, d in self.sent_recently if tgt == load.node_id and at >= entry.changed_at_s)
-            out.append(Neighbour(load.node_id, load.cpu_capacity_cores, load.cpu_demand_cores + extra,
-                                 load.memory_free_mib, load.vcpus_capacity - load.vcpus_committed,
-                                 load.migrations_inflight))
-        return out
+        return self.dissemination.neighbours(self.now_s(), self.live_view_ids(), self.sent_recently)
 
     def mean_estimate(self) -> float | None:
         assert self.dissemination is not None

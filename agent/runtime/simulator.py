@@ -898,18 +898,8 @@ class Simulation:
         return LocalView(node.node_id, node.host.spec.cpu_cores, demand, domains, self._outgoing_active(node))
 
     def neighbours(self, node: SimNode) -> list[Neighbour]:
-        now = self.now_s
         usable = {m.node_id for m in node.membership.view() if m.status is ALIVE}
-        out = []
-        for load in node.dissemination.fresh_peers(now):
-            if load.node_id not in usable:
-                continue
-            entry = node.dissemination.entries[load.node_id]
-            extra = sum(d for at, tgt, d in node.sent_recently if tgt == load.node_id and at >= entry.changed_at_s)
-            out.append(Neighbour(load.node_id, load.cpu_capacity_cores, load.cpu_demand_cores + extra,
-                                 load.memory_free_mib, load.vcpus_capacity - load.vcpus_committed,
-                                 load.migrations_inflight))
-        return out
+        return node.dissemination.neighbours(self.now_s, usable, node.sent_recently)
 
     def _cost(self, spec: DomainSpec) -> tuple[float, float, float]:
         """(estimated cost for the policy, pre-copy seconds, downtime seconds): Xen's rules on the fluid model."""
