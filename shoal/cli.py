@@ -704,6 +704,9 @@ def _add_sim_parser(sub) -> None:
                           "join below 1000 nodes, formed from 1000")
     sim.add_argument("--jobs", type=_positive_int, default=1,
                      help="runs of a sweep at once, one process each (default 1); output stays in seed order")
+    sim.add_argument("--progress", action="store_true",
+                     help="a line on stderr every 10 model seconds: model and wall time, messages per node "
+                          "per second, migrations (for long runs)")
     sim.add_argument("--trace-tail", type=_non_negative_int, default=25,
                      help="trace lines printed for a failing run (default 25)")
     sim.add_argument("--json", action="store_true", help="print one JSON object (runs, violations, ...)")
@@ -738,7 +741,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         raise CliError(f"--seeds: {exc}", EXIT_USAGE) from None
     options = [SimOptions(nodes=args.nodes, domains=args.domains, seed=seed, duration_s=args.duration,
                           faults=args.faults, cov_target=args.cov_target, settle_s_max=args.settle_max,
-                          workload=args.workload, start=args.start) for seed in seeds]
+                          workload=args.workload, start=args.start, progress=args.progress) for seed in seeds]
     try:
         for opts in options:
             opts.validate()

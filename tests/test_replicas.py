@@ -60,6 +60,30 @@ def test_two_owners_of_one_domain_share_a_buddy_or_are_each_others(dom, a, b, r)
     assert ba & bb or b in ba or a in bb
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(257, 3000), st.integers(0, 2**32), st.integers(1, 4), st.booleans())
+def test_large_live_sets_rank_in_arrays_exactly_as_by_the_definition(n, salt, r, owner_inside):
+    # Above a few hundred members buddies_for ranks a frozenset with numpy; it must pick what the
+    # definition (top r by score, then id, the owner excluded) picks, whoever the owner is.
+    live = frozenset(f"n{salt % 97}-{i}" for i in range(n))
+    ids = sorted(live)
+    for k in range(5):
+        dom = f"d{salt}-{k}"
+        owner = ids[(salt + k) % n] if owner_inside else "elsewhere"
+        want = tuple(rank(dom, [x for x in live if x != owner])[:r])
+        assert buddies_for(dom, owner, live, r) == want
+        assert buddies_for(dom, owner, list(live), r) == want  # not a frozenset: the heap path
+
+
+def test_a_tie_at_the_boundary_is_settled_by_node_id(monkeypatch):
+    import agent.core.replicas as replicas
+    live = frozenset(f"m{i}" for i in range(400))
+    monkeypatch.setattr(replicas._LiveScores, "_cache", {})
+    scores = replicas._LiveScores.of(live)
+    scores.words[:] = 7  # every member scores the same: the order is by id alone
+    assert buddies_for("any", "m0", live, 3) == ("m1", "m10", "m100")
+
+
 # -- owner side -----------------------------------------------------------------------
 
 def test_owner_pushes_full_sets_and_only_changes_after_ack():

@@ -242,7 +242,7 @@ def test_ha_calls_are_counted_and_sized_with_the_real_codec() -> None:
     for n in sim.nodes:
         if n.up:
             assert n.live_ids() == {m.node_id for m in n.membership.members()
-                                  if m.status.value in ("alive", "suspect") and m.node_id != n.node_id}
+                                  if m.status.value in ("alive", "suspect")} | {n.node_id}
 
 
 def test_membership_message_sizes_are_checked_with_the_real_codec() -> None:
@@ -288,6 +288,23 @@ def test_cli_prints_the_seed_and_how_to_reproduce_a_failure() -> None:
         assert key in summary
     assert "reproduce with: shoal sim --nodes 6 --domains 24 --duration 10 --faults none" in out.stderr
     assert "--seed 4" in out.stderr and "trace tail:" in out.stderr
+
+
+def test_cli_progress_lines_go_to_stderr_and_the_json_stays_whole() -> None:
+    out = subprocess.run([sys.executable, "-m", "shoal", "sim", "--nodes", "6", "--domains", "12", "--duration", "20",
+                          "--progress", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["runs"] == 1
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("seed 1: model ")]
+    assert [ln.split(",")[0] for ln in lines] == ["seed 1: model 10/20 s", "seed 1: model 20/20 s"]
+    assert all("msgs/node/s" in ln for ln in lines)
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+    before = gc.get_threshold(), gc.get_freeze_count()
+    _ok(run_sim(SimOptions(seed=1, nodes=4, domains=8, duration_s=10.0)))
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
 
 
 def test_cli_sweep_counts_runs() -> None:
