@@ -30,7 +30,9 @@ Pure: time comes in as `now_s`, randomness from the `Random` given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import heapq
+from dataclasses import replace
+from operator import itemgetter
 from random import Random
 from typing import Iterable
 
@@ -40,13 +42,25 @@ from agent.core.policy import Neighbour
 from agent.core.validation import check_exchange
 
 
-@dataclass(frozen=True)
 class PeerEntry:
-    load: NodeLoad
-    changed_at_s: float  # local time the entry last changed, minus its age on arrival
+    """One peer's latest load and the local time it last changed, minus its age on arrival.
+    A plain slotted class: one is made per entry merged, on every exchange."""
+
+    __slots__ = ("load", "changed_at_s")
+
+    def __init__(self, load: NodeLoad, changed_at_s: float) -> None:
+        self.load = load
+        self.changed_at_s = changed_at_s
 
     def age_s(self, now_s: float) -> float:
         return max(0.0, now_s - self.changed_at_s)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, PeerEntry) and self.load == other.load
+                and self.changed_at_s == other.changed_at_s)
+
+    def __repr__(self) -> str:
+        return f"PeerEntry({self.load!r}, {self.changed_at_s!r})"
 
 
 class Dissemination:
@@ -119,8 +133,9 @@ class Dissemination:
         the membership view now, whose entries the bound drops last."""
         if view_ids is not None:
             self.view_ids = frozenset(view_ids)
-        gone = [nid for nid, e in self.entries.items()
-                if e.age_s(now_s) * 1000 >= self.config.peer_forget_ms]
+        # age_s * 1000 >= forget, written out (forget > 0, so a clamped age of 0 never is).
+        forget_ms = self.config.peer_forget_ms
+        gone = [nid for nid, e in self.entries.items() if (now_s - e.changed_at_s) * 1000 >= forget_ms]
         for nid in gone:
             del self.entries[nid]
         return gone
@@ -131,9 +146,11 @@ class Dissemination:
         return [(e.load, e.age_s(now_s)) for _, e in sorted(self.entries.items())]
 
     def fresh_peers(self, now_s: float) -> list[NodeLoad]:
-        """Peers whose entry is recent enough to base a decision on."""
+        """Peers whose entry is recent enough to base a decision on, by node id."""
         limit_s = self.config.peer_stale_ms / 1000
-        return [load for load, age in self.peers(now_s) if age <= limit_s]
+        entries = self.entries
+        # age_s <= limit, written out (a clamped age of 0 always is).
+        return [e.load for e in (entries[nid] for nid in sorted(entries)) if now_s - e.changed_at_s <= limit_s]
 
     def neighbours(self, now_s: float, usable: set[str] | frozenset[str],
                    sent_recently: Iterable[tuple[float, str, float]] = ()) -> list[Neighbour]:
@@ -168,13 +185,19 @@ class Dissemination:
         # peer_entries_max peers heard of in the last peer_forget_ms, a digest at most
         # gossip_entries_max of them.
         forget_ms = self.config.peer_forget_ms
-        others = [(int(age_ms), e.load) for _, e in sorted(self.entries.items())
-                  if (age_ms := e.age_s(now_s) * 1000) < forget_ms]
+        entries = self.entries
+        others = []
+        for nid in sorted(entries):
+            e = entries[nid]
+            age_ms = (now_s - e.changed_at_s) * 1000
+            if age_ms < forget_ms:
+                others.append((int(age_ms) if age_ms > 0 else 0, e.load))
         room = self.config.gossip_entries_max - (1 if self.self_load else 0)
         if len(others) > room:
             # Half the freshest (news spreads fast, as in rumor mongering), half
-            # random among the rest (older entries still get refreshed somewhere).
-            others.sort(key=lambda aged: (aged[0], aged[1].node_id))
+            # random among the rest (older entries still get refreshed somewhere). The list is
+            # by node id already, and the sort is stable: ties in age stay by node id.
+            others.sort(key=itemgetter(0))
             fresh, rest = others[: room // 2], others[room // 2:]
             others = fresh + self.rng.sample(rest, room - len(fresh))
         return ((self.self_load,) if self.self_load else ()) + tuple(load.aged(age_ms)
@@ -191,11 +214,13 @@ class Dissemination:
             if known is not None:
                 changed_at = max(changed_at, known.changed_at_s)
             self.entries[load.node_id] = PeerEntry(load.aged(0), changed_at)
-        if len(self.entries) > self.config.peer_entries_max:
+        excess = len(self.entries) - self.config.peer_entries_max
+        if excess > 0:
             # Keep the view's, then the freshest; ties by node id, so a seed replays exactly.
             view = self.view_ids
-            keep = sorted(self.entries.items(), key=lambda kv: (kv[0] not in view, -kv[1].changed_at_s, kv[0]))
-            self.entries = dict(keep[: self.config.peer_entries_max])
+            for *_, nid in heapq.nlargest(excess, [(nid not in view, -e.changed_at_s, nid)
+                                                   for nid, e in self.entries.items()]):
+                del self.entries[nid]
 
     def _start_epoch(self, epoch: int) -> None:
         self._avg_settled = self._avg if self._avg.capacity_cores > 0 else self._avg_settled

@@ -66,9 +66,11 @@ def check_node_load(load: NodeLoad) -> None:
               load.vcpus_committed, load.vcpus_capacity)
     # Every entry of every exchange passes here: one test for the common case, the named check
     # (which says which field is wrong) only when it fails.
-    if not all(type(v) in (int, float) and 0 <= v < math.inf for v in values):
-        for name, value in zip(_LOAD_NUMBERS, values):
-            _finite_non_negative(name, value, who)
+    for v in values:
+        if (type(v) is not float and type(v) is not int) or not 0 <= v < math.inf:
+            for name, value in zip(_LOAD_NUMBERS, values):
+                _finite_non_negative(name, value, who)
+            break
     if load.cpu_capacity_cores <= 0 or load.cpu_capacity_cores > CPU_CORES_MAX:
         raise InputRejected("out_of_range", f"{who}: cpu_capacity_cores {load.cpu_capacity_cores} "
                                             f"not in (0, {CPU_CORES_MAX:g}]")
