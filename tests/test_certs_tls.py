@@ -83,7 +83,8 @@ def test_node_certificate_names_the_node_id_and_serves_both_ways(pki):
     assert f"shoal://node/{node_id}" in san.get_values_for_type(x509.UniformResourceIdentifier)
     assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == node_id
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
-    assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", certs.NODE_TLS_NAME}
+    assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", certs.NODE_TLS_NAME,
+                                                          certs.node_tls_name(node_id)}
     usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     assert usages == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
     assert stat.S_IMODE(os.stat(pki["client"].key).st_mode) == 0o600
@@ -251,6 +252,31 @@ async def test_a_server_name_that_is_not_in_the_certificate_is_refused(pki):
                 await channel.unary_unary("/t.Peer/Whoami")(b"", timeout=CALL_TIMEOUT_S)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert recorder.calls == []
+
+
+def test_per_node_names_are_dns_safe_and_differ_between_ids():
+    names = {certs.node_tls_name(n) for n in ("a", "b", "10.0.0.1:7001", "x" * 128, "A")}
+    assert len(names) == 5
+    for name in names:
+        label, _, rest = name.partition(".")
+        assert rest == certs.NODE_TLS_NAME and len(label) == 32 and label.isalnum() and label.islower()
+
+
+async def test_a_client_that_knows_whom_it_dials_refuses_another_cluster_node(pki):
+    # The server holds a valid cluster certificate, but for node-a: a client told that the
+    # address belongs to another node fails the handshake; told node-a, it gets through.
+    async def call_as(name: str):
+        options = [("grpc.use_local_subchannel_pool", 1), *tls.secure_channel_options(name)]
+        async with grpc.aio.secure_channel(address, client_creds(pki, "client"), options=options) as channel:
+            try:
+                return await channel.unary_unary("/t.Peer/Whoami")(b"", timeout=CALL_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+
+    async with serving(server_creds(pki)) as (recorder, address):
+        assert await call_as(certs.node_tls_name("node-b")) == grpc.StatusCode.UNAVAILABLE
+        assert await call_as(certs.node_tls_name("node-a")) == b"node/7f9c2d1e-0b1a-4c55-9e0f-3d2a1b0c9e8f"
+    assert len(recorder.calls) == 1
 
 
 async def test_the_interceptor_keeps_nodes_off_operator_methods_and_operators_off_peer_methods(pki):

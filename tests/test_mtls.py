@@ -207,6 +207,24 @@ async def test_a_node_claiming_another_id_is_refused_counted_and_logged(local_cl
     assert sum("identity_mismatch" in r.getMessage() for r in caplog.records) == 3
 
 
+async def test_a_node_dials_a_member_as_that_member_and_refuses_another_cluster_node_there(local_cluster):
+    a = await local_cluster.add("a")
+    b = await local_cluster.add("b")
+    c = await local_cluster.add("c", loops=False)
+    await wait_until(lambda: a.clients.expected(b.address) == "b", 10, "a learns b's address from membership")
+    probe = a.dissemination.make_exchange(a.now_s())
+    # c holds a valid cluster certificate, but it is not b: dialled as b, its handshake fails
+    # before any handler runs, so c never hears a's exchange.
+    a.clients.expect(c.address, "b")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await a.clients.exchange(c.address, probe)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "a" not in c.dissemination.entries
+    a.clients.expect(c.address, "c")  # what membership would say: the same call goes through
+    reply, _, _ = await a.clients.exchange(c.address, probe)
+    assert reply.sender_id == "c" and "a" in c.dissemination.entries
+
+
 # -- per-peer rate limits ------------------------------------------------------------------
 async def test_a_gossip_flood_from_one_peer_is_refused_while_others_get_through(local_cluster):
     # 1 token a second after a burst of 20: whatever the machine's speed, the flood mostly bounces.

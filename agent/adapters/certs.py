@@ -21,6 +21,7 @@ a reload never reads half a key. Nothing is overwritten without `force`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 import secrets
@@ -37,7 +38,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from agent.core.validation import ID_RE
 
 # The DNS SAN every node certificate carries; clients pass it as
-# grpc.ssl_target_name_override (see tls.secure_channel_options).
+# grpc.ssl_target_name_override (see tls.secure_channel_options) when they do not know
+# which node answers at an address. `node_tls_name(id)` is the one of a single node.
 NODE_TLS_NAME = "shoal-node"
 URI_SCHEME = "shoal"
 KINDS = ("node", "operator")
@@ -194,12 +196,22 @@ def _issue(directory: str | os.PathLike, stem: str, kind: str, name: str, *, ser
     return CertPaths(str(cert_path), str(key_path), str(d / CA_CERT_FILE))
 
 
+def node_tls_name(node_id: str) -> str:
+    """The DNS SAN that names one node in its certificate, for a client that knows whom it dials.
+
+    Node ids may hold characters a DNS name may not (and a ':' would read as a port in the
+    target name), so the name is a digest of the id (128 bits: nobody finds another id with
+    the same name) under NODE_TLS_NAME."""
+    return f"{hashlib.sha256(node_id.encode()).hexdigest()[:32]}.{NODE_TLS_NAME}"
+
+
 def issue_node(directory: str | os.PathLike, node_id: str, ips: tuple[str, ...] = ("127.0.0.1",),
                dns: tuple[str, ...] = ("localhost",), *, days: int = LEAF_DAYS,
                not_before: dt.datetime | None = None, force: bool = False) -> CertPaths:
-    """Issues node-<id>.crt/.key from the CA in `directory`: SAN shoal://node/<id>, server+client auth."""
+    """Issues node-<id>.crt/.key from the CA in `directory`: SAN shoal://node/<id>, DNS SANs
+    NODE_TLS_NAME and node_tls_name(id) besides `dns`, server+client auth."""
     _check_name("node", node_id)
-    dns_all = tuple(dict.fromkeys((*dns, NODE_TLS_NAME)))
+    dns_all = tuple(dict.fromkeys((*dns, NODE_TLS_NAME, node_tls_name(node_id))))
     return _issue(directory, f"node-{node_id}", "node", node_id, server=True, ips=tuple(ips), dns=dns_all,
                   days=days, not_before=not_before, force=force)
 

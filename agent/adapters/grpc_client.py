@@ -9,6 +9,7 @@ import grpc
 
 from agent.adapters import grpc_codec as codec
 from agent.adapters import replica_codec
+from agent.adapters.certs import NODE_TLS_NAME, node_tls_name
 from agent.adapters.tls import TlsFiles, channel_credentials, secure_channel_options
 from agent.core.config import AgentConfig
 from agent.core.replicas import Conflict, Replica, ReplicaPush
@@ -26,6 +27,9 @@ class PeerClients:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # address -> the node id membership says answers there: that node's certificate is required
+        # of the server (its per-node DNS SAN), not just any cluster node's (see `expect`).
+        self._expected: dict[str, str] = {}
         # Mutual TLS: set by use_tls (the agent's own node certificate); None is plaintext (--insecure).
         self.tls: TlsFiles | None = None
         self._credentials: grpc.ChannelCredentials | None = None
@@ -49,10 +53,28 @@ class PeerClients:
         self._tls_generation += 1
         old, self._channels = self._channels, {}
         for ch in old.values():
-            # Grace: the longest call a channel can carry, a transfer stream within its lease.
-            task = asyncio.ensure_future(ch.close(grace=self.config.reservation_lease_ms / 1000))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._retire(ch)
+
+    def expect(self, address: str, node_id: str) -> None:
+        """Membership says `node_id` answers at `address`: from now on a call there verifies that
+        the server's certificate is that node's (`certs.node_tls_name`), so a cluster node that
+        took over the address (or a misrouted connection) fails the handshake instead of being
+        talked to as `node_id`. Unknown addresses (seeds at join) verify "a cluster node"."""
+        if self._expected.get(address) == node_id:
+            return
+        self._expected[address] = node_id
+        ch = self._channels.pop(address, None)
+        if ch is not None:
+            self._retire(ch)
+
+    def expected(self, address: str) -> str | None:
+        return self._expected.get(address)
+
+    def _retire(self, ch: grpc.aio.Channel) -> None:
+        # Grace: the longest call a channel can carry, a transfer stream within its lease.
+        task = asyncio.ensure_future(ch.close(grace=self.config.reservation_lease_ms / 1000))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
@@ -60,14 +82,17 @@ class PeerClients:
             if self._credentials is None:
                 ch = grpc.aio.insecure_channel(address, options=channel_options(self.config))
             else:
+                node_id = self._expected.get(address)
+                name = NODE_TLS_NAME if node_id is None else node_tls_name(node_id)
                 # The generation keeps a reloaded channel off connections made with the old certificate.
-                options = [*channel_options(self.config), *secure_channel_options(),
+                options = [*channel_options(self.config), *secure_channel_options(name),
                            ("shoal.tls_generation", self._tls_generation)]
                 ch = grpc.aio.secure_channel(address, self._credentials, options=options)
             self._channels[address] = ch
         return ch
 
     async def forget(self, address: str) -> None:
+        self._expected.pop(address, None)
         ch = self._channels.pop(address, None)
         if ch is not None:
             await ch.close()

@@ -11,12 +11,16 @@ Theory of operation.
   never from an address. `AuthorizationInterceptor` (or `require_kind` in a
   handler) turns "has a cluster certificate" into "may call this method".
 - Server-name check on the client: peers are dialled by the address gossip
-  carries and node ids are not DNS names, so clients verify the server
-  against `certs.NODE_TLS_NAME`, a DNS SAN every node certificate holds,
-  through `grpc.ssl_target_name_override` (`secure_channel_options`). That
-  proves "a cluster node answers" for any address; which node it is, the
-  server side proves to itself with `peer_identity`. The IP SAN 127.0.0.1
-  (and DNS localhost) lets a client without the override reach a local agent.
+  carries and node ids are not DNS names, so every node certificate also holds
+  two DNS SANs, `certs.NODE_TLS_NAME` ("a cluster node") and
+  `certs.node_tls_name(id)` ("this node"), and clients verify the server
+  against one of them through `grpc.ssl_target_name_override`
+  (`secure_channel_options`). An agent dials a member as that member
+  (`PeerClients.expect`, fed by membership), so another cluster node at the
+  address fails the handshake; an address nobody is known at yet (a seed) and
+  operator clients check "a cluster node". Which node a client is, the server
+  proves to itself with `peer_identity`. The IP SAN 127.0.0.1 (and DNS
+  localhost) lets a client without the override reach a local agent.
 - A reloaded certificate or trust applies to new connections only; an
   established HTTP/2 connection keeps what it was handshaken with.
 """

@@ -361,6 +361,8 @@ class Agent:
             assert self.dissemination is not None
             self.dissemination.entries.pop(m.node_id, None)
             self._spawn(self.clients.forget(m.address))
+        elif m.node_id != self.node_id:
+            self.clients.expect(m.address, m.node_id)  # calls there must reach this node, not any node
         self.ha.on_member_event(ev)
 
     def live_view_ids(self) -> set[str]:
