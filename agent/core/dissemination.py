@@ -55,10 +55,6 @@ class PeerEntry:
     def age_s(self, now_s: float) -> float:
         return max(0.0, now_s - self.changed_at_s)
 
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, PeerEntry) and self.load == other.load
-                and self.changed_at_s == other.changed_at_s)
-
     def __repr__(self) -> str:
         return f"PeerEntry({self.load!r}, {self.changed_at_s!r})"
 

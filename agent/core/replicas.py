@@ -119,7 +119,7 @@ def buddies_for(domain_id: str, owner_id: str, live_ids: Iterable[str], r: int) 
     """The top r live members of the domain's ranking, the owner excluded (O(N), not a full sort).
 
     A frozenset of more than a few members is ranked by `_LiveScores` (the members' hashes in one
-    array, SplitMix64 vectorized): the same scores, so the same buddies, ~50x faster at 10 000."""
+    array, SplitMix64 vectorized): the same scores, so the same buddies, ~25x faster at 10 000 (0.2 ms)."""
     if r <= 0:
         return ()
     if isinstance(live_ids, frozenset) and len(live_ids) > _VECTOR_MIN:
