@@ -10,6 +10,7 @@ import pytest
 
 from agent.adapters import grpc_codec as codec
 from agent.adapters.control_client import ControlClient
+from agent.adapters.limits import SEEN_FACTOR
 from agent.core.messages import PrepareRequest
 from hypervisor.domain import DomainSpec
 from hypervisor.workload import WorkloadSpec
@@ -148,16 +149,47 @@ async def test_malformed_gossip_is_rejected_with_a_status_and_the_agent_keeps_ru
         await ok_channel.close()
 
 
-async def test_oversized_message_is_refused_by_grpc_limits(local_cluster):
+async def test_oversized_messages_are_refused_counted_and_logged(local_cluster, caplog):
     a = await local_cluster.add("a", loops=False)
+    limit = a.config.message_bytes_max
     channel = local_cluster.peer_channel(a.address, "x", options=[("grpc.max_send_message_length", 64 << 20)])
+
+    def oversized() -> float:
+        return a.metrics.counters.get("rejected_inputs{reason=oversized}", 0)
+
+    def exchange(size: int) -> gossip_pb2.ExchangeRequest:
+        return gossip_pb2.ExchangeRequest(schema_version=1, sender_id="x", sender_address="127.0.0.1:9",
+                                          entries=[types_pb2.NodeState(node_id="x" * size)])
+
+    async def one_chunk(size: int):
+        yield migration_pb2.TransferChunk(migration_id="m-1", data=b"\0" * size)
     try:
-        stub = gossip_pb2_grpc.GossipStub(channel)
-        huge = gossip_pb2.ExchangeRequest(schema_version=1, sender_id="x", sender_address="127.0.0.1:9",
-                                          entries=[types_pb2.NodeState(node_id="x" * (a.config.message_bytes_max))])
+        gossip = gossip_pb2_grpc.GossipStub(channel)
+        # A unary request just over the limit: refused before decoding, with the limit named.
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Exchange(huge, timeout=5)
+            await gossip.Exchange(exchange(limit), timeout=5)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"exceeds message_bytes_max={limit}" in info.value.details()
+        assert oversized() == 1
+        assert "x" * 64 not in str(a.dissemination.entries)
+        # A message inside a client stream (a migration's memory chunks).
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await migration_pb2_grpc.MigrationStub(channel).Transfer(one_chunk(limit + 1), timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "message_bytes_max" in info.value.details()
+        assert oversized() == 2
+        assert any("refused a message of" in r.getMessage() and "node/x" in r.getMessage() for r in caplog.records)
+        # Beyond SEEN_FACTOR x the limit gRPC's core refuses it unread (so a peer cannot make the
+        # agent buffer more): still RESOURCE_EXHAUSTED, not counted as it was never seen.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await gossip.Exchange(exchange(SEEN_FACTOR * limit), timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in info.value.details()
+        assert oversized() == 2
+        # The agent is up and takes a message of the right size from the same peer.
+        ok = gossip_pb2.ExchangeRequest(schema_version=1, sender_id="x", sender_address="127.0.0.1:9",
+                                        averaging=gossip_pb2.Averaging())
+        assert (await gossip.Exchange(ok, timeout=5)).responder_id == "a"
         assert (await ControlClient(a.address).status())["id"] == "a"
     finally:
         await channel.close()

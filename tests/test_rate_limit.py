@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.adapters.limits import LOG_EVERY_S, ThrottledLog
 from agent.core.rate_limit import RateLimiter
 
 
@@ -51,3 +52,16 @@ def test_the_table_of_peers_is_bounded_dropping_the_least_recent():
 def test_nonsense_limits_are_refused(rate, burst, peers):
     with pytest.raises(ValueError):
         RateLimiter(rate, burst, peers)
+
+
+def test_refusals_are_logged_once_per_key_and_interval_saying_how_many_were_left_out(caplog):
+    now = [100.0]
+    throttled = ThrottledLog(keys_max=2, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="shoal.limits"):
+        for _ in range(5):
+            throttled.warning("a", "refused %s", "a")
+        throttled.warning("b", "refused %s", "b")
+        now[0] += LOG_EVERY_S
+        throttled.warning("a", "refused %s", "a")
+    assert [r.getMessage() for r in caplog.records] == \
+        ["refused a", "refused b", "refused a; 4 more refused since the last line"]

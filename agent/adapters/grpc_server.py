@@ -18,8 +18,7 @@ from grpc_health.v1.health import aio as health
 from grpc_reflection.v1alpha import reflection
 
 from agent.adapters import grpc_codec as codec
-from agent.adapters.grpc_client import channel_options
-from agent.adapters.limits import RateLimitInterceptor
+from agent.adapters.limits import SEEN_FACTOR, MessageSizeInterceptor, RateLimitInterceptor
 from agent.adapters.certs import CertError
 from agent.adapters.tls import AuthorizationInterceptor, ReloadableServerCredentials, TlsFiles, peer_identity
 from agent.core import membership_codec
@@ -406,11 +405,22 @@ def _interceptors(agent: Agent, secure: bool) -> list[grpc.aio.ServerInterceptor
         agent.metrics.inc("rejected_inputs", reason="rate_limited")
         agent.metrics.inc("rate_limited", limit=name)
 
+    def oversized(method: str, peer: str, size: int) -> None:
+        agent.metrics.inc("rejected_inputs", reason="oversized")
+
     limits = RateLimitInterceptor(rate_limits(agent.config), on_refused=limited)
+    sizes = MessageSizeInterceptor(agent.config.message_bytes_max, on_refused=oversized)
     if not secure:
-        return [limits]
+        return [limits, sizes]
     # Authorization first: a caller without the right certificate never spends a token.
-    return [AuthorizationInterceptor(AUTHORIZATION_RULES, on_denied=refused), limits]
+    return [AuthorizationInterceptor(AUTHORIZATION_RULES, on_denied=refused), limits, sizes]
+
+
+def server_options(config) -> list[tuple[str, int]]:
+    """The core reads messages up to SEEN_FACTOR x message_bytes_max, so that MessageSizeInterceptor
+    sees, counts and logs those over the limit; it sends at most message_bytes_max."""
+    return [("grpc.max_send_message_length", config.message_bytes_max),
+            ("grpc.max_receive_message_length", SEEN_FACTOR * config.message_bytes_max)]
 
 
 def reload_tls(agent: Agent) -> int:
@@ -452,7 +462,7 @@ async def start_server(agent: Agent, listen: str, tls: TlsFiles | None = None) -
                             "peers would refuse this agent (issue one with `shoal certs issue --node ID`)")
         agent.server_tls = ReloadableServerCredentials(tls.ca, tls.cert, tls.key)
         agent.clients.use_tls(tls)
-    server = grpc.aio.server(options=channel_options(agent.config),
+    server = grpc.aio.server(options=server_options(agent.config),
                              interceptors=_interceptors(agent, secure=tls is not None))
     gossip_pb2_grpc.add_GossipServicer_to_server(GossipServicer(agent), server)
     membership_pb2_grpc.add_MembershipServicer_to_server(MembershipServicer(agent), server)
