@@ -126,8 +126,45 @@ def test_push_pull_averaging_converges_to_the_true_mean():
     for rnd in range(15):
         for a in nodes:
             exchange(a, nodes[rng.randrange(len(nodes))], float(rnd))
-    errors = [abs(n.mean_utilization_estimate() - truth) for n in nodes]
+    errors = [abs(n.averaging.demand_cores / n.averaging.capacity_cores - truth) for n in nodes]
     assert max(errors) < 0.01 * max(truth, 1e-9) + 1e-3
+
+
+def test_epoch_0_is_never_the_estimate_since_it_averages_what_nodes_held_at_boot():
+    # A new cluster: agents boot empty (epoch 0 starts with no demand), then get their domains.
+    cfg = AgentConfig(averaging_epoch_rounds=5)
+    nodes = [Dissemination(f"n{i}", f"127.0.0.1:{1000 + i}", cfg, Random(i)) for i in range(6)]
+    for n in nodes:
+        n.publish(load(n.node_id, 0.0), 0.0)
+    for n in nodes:
+        n.publish(load(n.node_id, 2.0 + 4.0 * (n.node_id == "n0")), 0.5)
+    truth = (5 * 2.0 + 6.0) / 60.0
+    rng = Random(5)
+    estimates = []
+    for rnd in range(40):
+        for a in nodes:
+            exchange(a, nodes[rng.randrange(6)], 1.0 + rnd * 0.1)
+        estimates.append([n.mean_utilization_estimate(1.0 + rnd * 0.1) for n in nodes])
+    # Epoch 0 ended (all nodes are past it) with a mean near 0; no node ever reported that: each
+    # node's own figure (0.2 or 0.6) and its peers' bound what it says before an epoch completes.
+    assert all(n.averaging.epoch >= 2 for n in nodes)
+    assert all(0.199 <= e <= 0.601 for row in estimates for e in row), estimates
+    # (5-round epochs of 6 nodes settle within a few percent of the truth)
+    assert all(abs(n.mean_utilization_estimate(5.0) - truth) < 0.03 for n in nodes)
+
+
+def test_before_an_epoch_completes_the_estimate_is_the_mean_over_fresh_entries():
+    a, b, c = node(1, 2.0, 10.0), node(2, 6.0, 10.0), node(3, 12.0, 20.0)
+    assert a.mean_utilization_estimate(0.0) == pytest.approx(0.2)  # only itself known
+    exchange(a, b, 0.0)
+    exchange(a, c, 0.0)
+    assert a.mean_utilization_estimate(0.0) == pytest.approx(20.0 / 40.0)
+    # c's entry goes stale: it no longer counts.
+    b.publish(load("n2", 6.0), 3.0)
+    exchange(a, b, 3.0)
+    assert a.mean_utilization_estimate(CFG.peer_stale_ms / 1000 + 0.5) == pytest.approx(8.0 / 20.0)
+    fresh = Dissemination("n9", "127.0.0.1:1009", CFG, Random(1))
+    assert fresh.mean_utilization_estimate(0.0) is None
 
 
 def test_averaging_restarts_in_a_new_epoch_and_tracks_load_change():
@@ -145,7 +182,7 @@ def test_averaging_restarts_in_a_new_epoch_and_tracks_load_change():
         for a in nodes:
             exchange(a, nodes[rng.randrange(6)], 20.0 + rnd)
     assert all(n.averaging.epoch > 1 for n in nodes)
-    assert all(abs(n.mean_utilization_estimate() - 0.4) < 0.02 for n in nodes)
+    assert all(abs(n.mean_utilization_estimate(50.0) - 0.4) < 0.02 for n in nodes)
 
 
 def test_pick_peer_falls_back_to_seeds_until_peers_are_known():

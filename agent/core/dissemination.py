@@ -31,6 +31,7 @@ Pure: time comes in as `now_s`, randomness from the `Random` given.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import replace
 from operator import itemgetter
 from random import Random
@@ -165,11 +166,22 @@ class Dissemination:
                                  load.migrations_inflight))
         return out
 
-    def mean_utilization_estimate(self) -> float | None:
-        avg = self._avg_settled or self._avg
-        if avg.capacity_cores <= 0:
+    def mean_utilization_estimate(self, now_s: float) -> float | None:
+        """The cluster's mean CPU utilization (summed demand over summed capacity): the push-pull
+        estimate of the last averaging epoch that completed here. Until one has, the same ratio
+        over this node and the peers it holds fresh entries of: epoch 0 averages what each node
+        held when it booted (in a new cluster, often nothing yet), so it is never used, and an
+        epoch still running is only part mixed. None while nothing at all is known."""
+        avg = self._avg_settled
+        if avg is not None:
+            return avg.demand_cores / avg.capacity_cores
+        loads = self.fresh_peers(now_s)
+        if self.self_load is not None:
+            loads.append(self.self_load)
+        capacity = math.fsum(load.cpu_capacity_cores for load in loads)
+        if capacity <= 0:
             return None
-        return avg.demand_cores / avg.capacity_cores
+        return math.fsum(load.cpu_demand_cores for load in loads) / capacity
 
     @property
     def averaging(self) -> Averaging:
@@ -219,7 +231,8 @@ class Dissemination:
                 del self.entries[nid]
 
     def _start_epoch(self, epoch: int) -> None:
-        self._avg_settled = self._avg if self._avg.capacity_cores > 0 else self._avg_settled
+        if self._avg.epoch > 0 and self._avg.capacity_cores > 0:  # epoch 0: see mean_utilization_estimate
+            self._avg_settled = self._avg
         own = self.self_load
         demand, capacity = (own.cpu_demand_cores, own.cpu_capacity_cores) if own else (0.0, 0.0)
         self._avg = Averaging(epoch, demand, capacity)

@@ -512,7 +512,7 @@ class Agent:
 
     def mean_estimate(self) -> float | None:
         assert self.dissemination is not None
-        return self.dissemination.mean_utilization_estimate()
+        return self.dissemination.mean_utilization_estimate(self.now_s())
 
     # -- gossip handler ----------------------------------------------------------
     def on_exchange(self, msg: Exchange) -> Exchange:

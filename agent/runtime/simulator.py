@@ -872,7 +872,7 @@ class Simulation:
         now = self.now_s
         self.at_node(now + self.config.policy_interval_ms / 1000, node, self._policy_round)
         cfg = self.config
-        mean = node.dissemination.mean_utilization_estimate()
+        mean = node.dissemination.mean_utilization_estimate(now)
         while self._outgoing_active(node) < cfg.migrations_out_max:
             # The rule's own first test, on numbers at hand, before building its full input.
             busy = {m.domain_id for m in node.outgoing.values() if m.state not in SOURCE_TERMINAL}
