@@ -538,7 +538,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"  {m['direction']:<4}{m['domain_id']:<14}{m['peer_id']:<14}{m['state']}")
     ha = s["ha"]
     print(f"\nhigh availability: {ha['replicas']} replicas held (factor {ha['replicas_factor']}), "
-          f"{ha['restarts']} restarts, {ha['fenced']} copies fenced, {len(ha['unplaced'])} unplaced")
+          f"{ha['restarts']} restarts, {ha['fenced']} copies fenced, {len(ha['unplaced'])} unplaced; "
+          f"checkpoints: {ha['checkpoints_held']} held for others, {ha['checkpointed']} of own domains held by buddies")
     for u in ha["unplaced"]:
         print(f"  unplaced {u['id']} of dead {u['owner']}: {u['reason']}")
     print("\ncounters: " + ", ".join(f"{k}={v}" for k, v in s["counters"].items()))

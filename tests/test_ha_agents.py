@@ -13,6 +13,7 @@ from agent.core.ownership import fold
 from agent.core.replicas import Replica, buddies_for
 from agent.core.validation import InputRejected
 from hypervisor.domain import DomainSpec
+from hypervisor.memory import PAGE_SIZE
 from shoal.v1 import replica_pb2, replica_pb2_grpc
 from tests.conftest import FAST, wait_until
 
@@ -170,7 +171,8 @@ async def test_status_and_prometheus_show_high_availability(local_cluster):
     assert "shoal_ha_replicas 1.0" in text and "shoal_ha_unplaced 0.0" in text
     assert "shoal_ha_restarts_total 0.0" in text and "shoal_ha_fenced_total 0.0" in text
     assert holder.status()["ha"] == {"replicas": 1, "restarts": 0, "fenced": 0, "replicas_factor": 2,
-                                     "unplaced": []}
+                                     "checkpoints_held": 0, "checkpointed": 0, "unplaced": []}
+    assert "shoal_ha_checkpoints_held 0.0" in text
 
 
 async def test_a_restart_is_refused_while_the_owner_declared_dead_still_answers(local_cluster):
@@ -218,3 +220,89 @@ async def test_only_a_dead_verdict_counts_not_suspicion_or_leaving(local_cluster
     assert set(agent.ha.dead_since) == {"n9"}
     agent.ha.on_member_event(event(MemberStatus.ALIVE, MemberStatus.DEAD))  # refuted: not dead any more
     assert agent.ha.dead_since == {}
+
+
+# -- checkpoints ------------------------------------------------------------------------
+CKPT = HA.replace(ha_checkpoints=True, ha_checkpoint_interval_ms=300)
+
+
+async def test_a_buddy_restarts_a_dead_owners_domain_on_its_last_checkpoint(local_cluster):
+    agents = [await local_cluster.add(f"n{i}", config=CKPT) for i in range(3)]
+    owner, buddies = agents[0], agents[1:]
+    owner.create_domain(SPEC)
+    fresh = owner.images["web"].content_hash()
+    # The guest writes memory: a restart from the spec alone would lose it.
+    owner.images["web"].write_pages(3, b"\x5a" * 4 * PAGE_SIZE)
+    written = owner.images["web"].content_hash()
+    assert written != fresh
+
+    def checkpointed() -> bool:
+        return all(a.ha.checkpoints.get("web", ("", None))[1] is not None
+                   and a.ha.checkpoints["web"][1].image_hash == written
+                   and a.ha.table.replicas["web"].checkpoint is not None
+                   and a.ha.table.replicas["web"].checkpoint.image_hash == written for a in buddies)
+    await wait_until(checkpointed, 20, "both buddies to hold the checkpoint and records naming it")
+    assert owner.status()["ha"]["checkpointed"] == 1
+    assert all(a.status()["ha"]["checkpoints_held"] == 1 for a in buddies)
+    assert owner.metrics.snapshot()["bytes_sent{type=checkpoint}"] >= 2 * owner.images["web"].real_page_count * PAGE_SIZE
+    for a in buddies:
+        a.telemetry = Recorder()
+    await crash(local_cluster, owner)
+    await wait_until(lambda: sum("web" in a.host.domains for a in buddies) == 1, 40, "a buddy to restart web")
+    (runner,) = [a for a in buddies if "web" in a.host.domains]
+    assert runner.images["web"].content_hash() == written  # the checkpoint's memory, not a fresh image
+    (event,) = [e for a in buddies for e in a.telemetry.events if e["event"] == "domain_restarted"]
+    assert event["cold"] is False and event["image_hash"] == written
+    assert "since the checkpoint" in event["memory_lost"]
+    assert runner.metrics.snapshot()["ha_restarts_from_checkpoint"] == 1
+    assert runner.host.domains["web"].epoch >= 2
+
+
+async def test_checkpoints_from_a_non_owner_or_tampered_are_refused(local_cluster):
+    agents = [await local_cluster.add(f"n{i}", config=HA) for i in range(3)]
+    owner = agents[0]
+    owner.create_domain(SPEC)
+    await wait_until(lambda: all("web" in a.ha.table.replicas for a in agents[1:]), 15, "replicas")
+    buddy = agents[1]
+    document = owner.save_domain("web")
+
+    async def put(as_node: str, claimed: str, doc: bytes, epoch: int = 1):
+        channel = local_cluster.peer_channel(buddy.address, as_node)
+        try:
+            piece = replica_pb2.CheckpointPiece(owner_id=claimed, domain_id="web", epoch=epoch, taken_model_s=1.0,
+                                                data=doc)
+            return await replica_pb2_grpc.ReplicaStub(channel).PutCheckpoint(iter([piece]), timeout=5)
+        finally:
+            await channel.close()
+    # Another node's certificate claiming the owner's id: refused before anything is stored.
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await put("n2", "n0", document)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # A node that is not the record's owner, speaking for itself.
+    resp = await put("n2", "n2", document)
+    assert not resp.stored and "holds no replica record of web from n2" in resp.reason
+    # The owner, but the image was altered on the way (its hash no longer matches), or a wrong epoch.
+    tampered = bytearray(document)
+    tampered[len(tampered) // 2] ^= 0xFF
+    resp = await put("n0", "n0", bytes(tampered))
+    assert not resp.stored and resp.reason
+    resp = await put("n0", "n0", document, epoch=5)
+    assert not resp.stored and "at epoch 5" in resp.reason
+    assert buddy.ha.checkpoints == {}
+    rejected = buddy.metrics.snapshot()
+    assert rejected.get("rejected_inputs{reason=identity_mismatch}") == 1
+    assert sum(v for k, v in rejected.items() if k.startswith("rejected_inputs")) >= 2
+    # The real thing is stored.
+    resp = await put("n0", "n0", document)
+    assert resp.stored and buddy.ha.checkpoints["web"][1].image_hash == owner.images["web"].content_hash()
+    # Oversized: more than an image and its header.
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        channel = local_cluster.peer_channel(buddy.address, "n0")
+        try:
+            big = b"\0" * (1024 * 1024)
+            pieces = [replica_pb2.CheckpointPiece(owner_id="n0", domain_id="web", epoch=1, data=big)] + \
+                [replica_pb2.CheckpointPiece(data=big) for _ in range(buddy.config.image_real_bytes_max // len(big) + 1)]
+            await replica_pb2_grpc.ReplicaStub(channel).PutCheckpoint(iter(pieces), timeout=5)
+        finally:
+            await channel.close()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "checkpoint over" in info.value.details()

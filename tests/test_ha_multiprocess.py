@@ -1,6 +1,6 @@
 """High availability with real agent processes (agent/runtime/ha.py, agent/core/replicas.py).
 
-1. Eight agents, replicas 2: SIGKILL two owners; every domain they held runs
+1. Eight agents, replicas 2, checkpoints every second: SIGKILL two owners; every domain they held runs
    again exactly once on a survivor, at a higher epoch, within a bound derived
    from the config (membership detection bound + replica push period + two RPC
    deadlines for the pre-restart checks + polling slack), and stays that way.
@@ -46,6 +46,8 @@ NODES, KILLS, DOMAINS_PER_VICTIM, OTHER_DOMAINS = 8, 2, 4, 4
 RPC_TIMEOUT_MS = 1000
 CONFIG = (f"high_watermark = 1.0\nmean_margin = 0.99\nha_replicas = 2\nrpc_timeout_ms = {RPC_TIMEOUT_MS}\n"
           "image_real_bytes_max = 65536\n")
+# Scenario 1 also checkpoints every second: restarts run on the checkpoint's memory.
+CHECKPOINTS = "ha_checkpoints = true\nha_checkpoint_interval_ms = 1000\n"
 # Status polls are ~0.3 s apart and a poll of 8 agents takes a little: that much slack on top.
 POLL_SLACK_S = 2.0
 # After the last restart, watch this long (two replica refreshes) that nothing runs twice.
@@ -106,6 +108,18 @@ async def wait_replicated(clients: dict[str, ControlClient], domains: int, r: in
         await asyncio.sleep(0.3)
 
 
+async def wait_checkpointed(clients: dict[str, ControlClient], domains: int, r: int, timeout_s: float = 30) -> None:
+    """Every domain's checkpoint held by each of its r buddies."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = await poll(clients)
+        held = sum(s["ha"]["checkpoints_held"] for s in st.values())
+        if held == domains * r:
+            return
+        assert time.monotonic() < deadline, f"{held} checkpoints held, expected {domains} x {r}"
+        await asyncio.sleep(0.3)
+
+
 # -- 1. SIGKILL two owners -----------------------------------------------------------------------------
 
 async def kill_owners_scenario(state: Path) -> None:
@@ -128,6 +142,7 @@ async def kill_owners_scenario(state: Path) -> None:
             await clients[survivors[i % len(survivors)]].create_domain(small(f"ha-other-{i}"))
         total = len(owned) + OTHER_DOMAINS
         await wait_replicated(clients, total, 2)
+        await wait_checkpointed(clients, total, 2)
         before = copies(await poll(clients))
         assert {d: [n for n, _ in c] for d, c in before.items() if d in owned} == {d: [v] for d, v in owned.items()}
 
@@ -166,6 +181,8 @@ async def kill_owners_scenario(state: Path) -> None:
         st = await poll(clients)
         assert len(st) == len(clients)
         assert sum(s["ha"]["restarts"] for s in st.values()) == len(owned)
+        # Every restart ran on the dead owner's last checkpoint (its buddies held one each).
+        assert sum(s["counters"].get("ha_restarts_from_checkpoint", 0) for s in st.values()) == len(owned)
         assert all(s["ha"]["unplaced"] == [] for s in st.values())
 
         # A node thought dead comes back: victim 0 restarts from its journal with its domains at
@@ -203,7 +220,7 @@ async def wait_for_ready_file(path: Path, timeout_s: float = 30) -> dict:
 def test_domains_of_two_killed_owners_run_again_exactly_once_within_the_bound(tmp_path):
     state = tmp_path / "ha8"
     config = tmp_path / "agent.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG + CHECKPOINTS)
     try:
         up = shoal("cluster", "up", "--nodes", str(NODES), "--domains", "0", "--detach", "--state-dir", str(state),
                    "--config", str(config), timeout=180)

@@ -37,7 +37,8 @@ def status_to_dict(s: control_pb2.StatusResponse) -> dict:
                      "last_change_s": m.last_change_s, "in_view": m.in_view} for m in s.members],
         "counters": dict(sorted(s.counters.items())),
         "ha": {"replicas": s.ha.replicas, "restarts": s.ha.restarts, "fenced": s.ha.fenced,
-               "replicas_factor": s.ha.replicas_factor,
+               "replicas_factor": s.ha.replicas_factor, "checkpoints_held": s.ha.checkpoints_held,
+               "checkpointed": s.ha.checkpointed,
                "unplaced": [{"id": u.domain_id, "owner": u.owner_id, "reason": u.reason} for u in s.ha.unplaced]},
     }
 

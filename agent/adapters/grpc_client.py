@@ -182,6 +182,23 @@ class PeerClients:
                                                          coordinator_id=coordinator_id), timeout=self.timeout_s)
         return resp.adopted, resp.reason
 
+    async def put_checkpoint(self, address: str, owner_id: str, domain_id: str, epoch: int, taken_model_s: float,
+                             document: bytes) -> tuple[bool, str]:
+        """Sends a buddy a checkpoint of one of my domains (a saved-domain document) in pieces of
+        transfer_chunk_bytes; returns (stored, reason). The deadline is the reservation lease,
+        as for a migration's stream."""
+        stub = replica_pb2_grpc.ReplicaStub(self._channel(address))
+        step = self.config.transfer_chunk_bytes
+        view = memoryview(document)
+
+        def pieces():
+            yield replica_pb2.CheckpointPiece(owner_id=owner_id, domain_id=domain_id, epoch=epoch,
+                                              taken_model_s=taken_model_s, data=bytes(view[:step]))
+            for start in range(step, len(view), step):
+                yield replica_pb2.CheckpointPiece(data=bytes(view[start:start + step]))
+        resp = await stub.PutCheckpoint(pieces(), timeout=self.config.reservation_lease_ms / 1000)
+        return resp.stored, resp.reason
+
     async def holds(self, address: str, domain_id: str) -> bool:
         """Does the node at `address` hold a replica of the domain or run it?"""
         stub = replica_pb2_grpc.ReplicaStub(self._channel(address))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -157,6 +158,10 @@ class MigrationServicer(migration_pb2_grpc.MigrationServicer):
         return migration_pb2.QueryResponse(outcome=codec.outcome_to_pb(outcome), epoch=epoch)
 
 
+# A saved-domain document's header (format, spec record, hash) beside its image bytes.
+CHECKPOINT_HEADER_BYTES_MAX = 64 * 1024
+
+
 class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
     """High availability (agent/runtime/ha.py): replica pushes and adoption requests."""
 
@@ -200,6 +205,38 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
         await check_claimed_node(self.agent, context, request.coordinator_id, "adopt request")
         reason = self.agent.ha.on_adopt(replica, request.epoch, request.coordinator_id)
         return replica_pb2.AdoptResponse(adopted=not reason, reason=reason)
+
+    async def PutCheckpoint(self, request_iterator, context):
+        agent = self.agent
+        # A saved-domain document: the real image bytes plus a small header (spec, hashes).
+        limit = agent.config.image_real_bytes_max + CHECKPOINT_HEADER_BYTES_MAX
+        first = None
+        parts: list[bytes] = []
+        size = 0
+        async for piece in request_iterator:
+            if first is None:
+                first = piece
+                try:
+                    check_id("owner_id", piece.owner_id)
+                    check_id("domain_id", piece.domain_id)
+                    if not math.isfinite(piece.taken_model_s):
+                        raise InputRejected("bad_checkpoint", "checkpoint time is not finite")
+                except InputRejected as exc:
+                    await _reject(agent, context, exc, "checkpoint")
+                await check_claimed_node(agent, context, piece.owner_id, "checkpoint")
+            size += len(piece.data)
+            if size > limit:
+                await _reject(agent, context, InputRejected(
+                    "bad_checkpoint", f"checkpoint over {limit} bytes (image_real_bytes_max "
+                                      f"{agent.config.image_real_bytes_max} plus its header)"), "checkpoint")
+            parts.append(piece.data)
+        if first is None:
+            await _reject(agent, context, InputRejected("bad_checkpoint", "an empty checkpoint stream"), "checkpoint")
+        agent.metrics.inc("messages_received", type="checkpoint")
+        agent.metrics.inc("bytes_received", size, type="checkpoint")
+        reason = agent.ha.on_put_checkpoint(first.owner_id, first.domain_id, first.epoch, first.taken_model_s,
+                                            b"".join(parts))
+        return replica_pb2.PutCheckpointResponse(stored=not reason, reason=reason)
 
     async def Holds(self, request, context):
         rep = self.agent.ha.table.replicas.get(request.domain_id)
@@ -264,6 +301,8 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                         for m in s["migrations"]],
             ha=control_pb2.HaStatus(replicas=s["ha"]["replicas"], restarts=s["ha"]["restarts"],
                                     fenced=s["ha"]["fenced"], replicas_factor=s["ha"]["replicas_factor"],
+                                    checkpoints_held=s["ha"]["checkpoints_held"],
+                                    checkpointed=s["ha"]["checkpointed"],
                                     unplaced=[control_pb2.UnplacedDomain(domain_id=u["id"], owner_id=u["owner"],
                                                                          reason=u["reason"])
                                               for u in s["ha"]["unplaced"]]))

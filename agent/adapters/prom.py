@@ -115,6 +115,8 @@ class AgentMetrics:
         self.false_suspicions = Counter(f"{p}_false_suspicions", "Suspicions later refuted by the member",
                                         registry=r)
         self.ha_replicas = Gauge(f"{p}_ha_replicas", "Replicas this node holds for other owners", registry=r)
+        self.ha_checkpoints_held = Gauge(f"{p}_ha_checkpoints_held",
+                                         "Checkpoints of other owners' domains this node holds", registry=r)
         self.ha_unplaced = Gauge(f"{p}_ha_unplaced", "Domains of dead owners this node could place nowhere",
                                  registry=r)
         self.ha_restarts = Counter(f"{p}_ha_restarts", "Domains of confirmed-dead owners restarted here (cold)",
@@ -162,6 +164,7 @@ class AgentMetrics:
         if ha is not None:
             self.ha_replicas.set(ha["replicas"])
             self.ha_unplaced.set(len(ha["unplaced"]))
+            self.ha_checkpoints_held.set(ha.get("checkpoints_held", 0))
 
     # -- the flat counters ----------------------------------------------------------------
     def sync_counters(self, counters: Mapping[str, int | float]) -> list[str]:

@@ -79,6 +79,12 @@ class AgentConfig:
     # Unchanged replica sets are pushed again this often, which repairs a buddy
     # that restarted with an empty table and lets running copies meet (fencing).
     ha_refresh_ms: int = 5_000
+    # Checkpoints: every ha_checkpoint_interval_ms an owner sends each buddy a copy of each
+    # running domain (spec, epoch, memory image), so a restart after its death loses only the
+    # memory written since. Off by default, as in vSphere HA (a restart is cold): a copy of
+    # every image to r buddies per interval is real traffic (image_real_bytes_max each).
+    ha_checkpoints: bool = False
+    ha_checkpoint_interval_ms: int = 30_000
     # -- host model ------------------------------------------------------------
     # Nova's default cpu_allocation_ratio.
     cpu_overcommit_ratio: float = 16.0

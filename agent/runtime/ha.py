@@ -21,6 +21,16 @@ case, which fencing settles when it heals.
 A restart is journaled (`restarted`) before the domain runs; a fenced copy is
 journaled (`fenced`) before it is destroyed, so neither comes back wrong
 after a crash. Both are logged, counted and published as telemetry events.
+
+Checkpoints (`ha_checkpoints`, every `ha_checkpoint_interval_ms`): the owner
+snapshots each running domain (a `shoal domain save` document: spec, epoch,
+memory image and its hash) and streams it to the domain's buddies
+(PutCheckpoint); a buddy keeps the latest one per domain it holds a replica
+record of, from that record's owner and at its epoch, verified on arrival.
+Once a buddy has it, the replica record names it (epoch, model time, hash,
+size). A restart here from a record whose checkpoint this node holds runs
+the domain on the checkpoint's memory: only what was written since is lost.
+Checkpoints live in memory (a buddy that restarts gets the next one).
 """
 
 from __future__ import annotations
@@ -31,10 +41,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from agent.core import encapsulation
 from agent.core.membership import MemberEvent, MemberStatus
 from agent.core.ownership import spec_to_record
 from agent.core.validation import InputRejected
-from agent.core.replicas import (Copy, FenceLocal, OwnedDomain, OwnerReplication, PeerRoom, ReplicaPush, ReplicaTable,
+from agent.core.replicas import (Checkpoint, Copy, FenceLocal, OwnedDomain, OwnerReplication, PeerRoom, ReplicaPush, ReplicaTable,
                                  Replica, ReplicateOutcome, Restart, Room, Unplaced, newer_copy_known)
 from hypervisor.domain import DomainState
 
@@ -59,6 +70,12 @@ class HighAvailability:
         self.fenced = 0
         self._wake = asyncio.Event()
         self._busy: set[str] = set()  # domains with a restart or a verification in flight
+        # Checkpoints. Buddy side: domain -> the latest one received (owner, epoch, metadata, document).
+        self.checkpoints: dict[str, tuple[str, Checkpoint, encapsulation.SavedDomain]] = {}
+        # Owner side: domain -> the latest checkpoint at least one buddy stored; when the last round began.
+        self.checkpointed: dict[str, Checkpoint] = {}
+        self._checkpoint_round_s: float | None = None
+        self._checkpoints_in_flight: set[str] = set()
 
     # -- membership -----------------------------------------------------------------
     def on_member_event(self, ev: MemberEvent) -> None:
@@ -106,9 +123,13 @@ class HighAvailability:
         now = agent.now_s()
         live = self._live_ids()
         # Paused (mid-handoff, or in doubt after a crash) is still ours: its record must stay.
-        owned = [OwnedDomain(d.spec, d.epoch) for d in agent.host.domains.values()]
+        owned = [OwnedDomain(d.spec, d.epoch, self._checkpoint_of(d.domain_id, d.epoch))
+                 for d in agent.host.domains.values()]
         for push in self.owner.tick(now, owned, live):
             agent.spawn(self._push(push))
+        if agent.config.ha_checkpoints:
+            self._checkpoint_round(now, owned, live)
+        self._forget_checkpoints()
         known = {m.node_id for m in agent.membership.members()}
         decisions = self.table.failover(self.dead_since, self._room(), self._peer_rooms(live), live_ids=live,
                                         known_ids=known)
@@ -118,6 +139,98 @@ class HighAvailability:
             else:
                 self._busy.add(dec.domain_id)
                 agent.spawn(self._act(dec))
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _checkpoint_of(self, domain_id: str, epoch: int) -> Checkpoint | None:
+        cp = self.checkpointed.get(domain_id)
+        return cp if cp is not None and cp.epoch == epoch else None
+
+    def _checkpoint_round(self, now: float, owned: list[OwnedDomain], live: set[str]) -> None:
+        """Every ha_checkpoint_interval_ms: a checkpoint of each running domain to its buddies."""
+        agent = self.agent
+        interval_s = agent.config.ha_checkpoint_interval_ms / 1000
+        if self._checkpoint_round_s is not None and now - self._checkpoint_round_s < interval_s:
+            return
+        self._checkpoint_round_s = now
+        placement = self.owner.placement(owned, live)
+        for d in owned:
+            domain = agent.host.domains[d.domain_id]
+            buddies = placement.get(d.domain_id, ())
+            if domain.state is not DomainState.RUNNING or not buddies or d.domain_id in self._checkpoints_in_flight:
+                continue  # mid-handoff, none to send to, or the last one still on its way
+            document = agent.save_domain(d.domain_id)
+            cp = Checkpoint(d.epoch, agent.model_time_s(), agent.images[d.domain_id].content_hash(), len(document))
+            agent.metrics.inc("ha_checkpoints_taken")
+            self._checkpoints_in_flight.add(d.domain_id)
+            agent.spawn(self._send_checkpoint(d.domain_id, cp, document, buddies))
+
+    async def _send_checkpoint(self, domain_id: str, cp: Checkpoint, document: bytes,
+                               buddies: tuple[str, ...]) -> None:
+        agent = self.agent
+        try:
+            stored = 0
+            for buddy in buddies:
+                address = self._address(buddy)
+                if address is None:
+                    continue
+                try:
+                    ok, reason = await agent.clients.put_checkpoint(address, agent.node_id, domain_id, cp.epoch,
+                                                                    cp.taken_model_s, document)
+                except grpc.aio.AioRpcError as exc:
+                    ok, reason = False, f"{exc.code().name} {exc.details()}"
+                agent.metrics.inc("messages_sent", type="checkpoint")
+                agent.metrics.inc("bytes_sent", len(document), type="checkpoint")
+                if ok:
+                    stored += 1
+                else:
+                    agent.metrics.inc("ha_checkpoints_refused")
+                    log.info("%s: %s did not store the checkpoint of %s: %s", agent.node_id, buddy, domain_id,
+                             reason)
+            domain = agent.host.domains.get(domain_id)
+            if stored and domain is not None and domain.epoch == cp.epoch:
+                self.checkpointed[domain_id] = cp
+                self._wake.set()  # the records name it at the next push
+        finally:
+            self._checkpoints_in_flight.discard(domain_id)
+
+    def on_put_checkpoint(self, owner_id: str, domain_id: str, epoch: int, taken_model_s: float,
+                          document: bytes) -> str:
+        """A checkpoint from an owner; "" when stored, else why not."""
+        agent = self.agent
+        rep = self.table.replicas.get(domain_id)
+        if rep is None or rep.owner_id != owner_id or rep.epoch != epoch:
+            agent.metrics.inc("ha_checkpoints_refused")
+            return (f"holds no replica record of {domain_id} from {owner_id} at epoch {epoch}"
+                    + (f" (holds one from {rep.owner_id} at epoch {rep.epoch})" if rep is not None else ""))
+        try:
+            saved = encapsulation.decode(document, agent.config.image_real_bytes_max)
+        except InputRejected as exc:
+            agent.metrics.inc("rejected_inputs", reason=exc.reason)
+            log.warning("%s: refused a checkpoint of %s from %s: %s", agent.node_id, domain_id, owner_id, exc)
+            return str(exc)
+        if saved.spec != rep.spec or saved.epoch != epoch:
+            agent.metrics.inc("rejected_inputs", reason="bad_checkpoint")
+            log.warning("%s: refused a checkpoint of %s from %s: not the replica's spec and epoch", agent.node_id,
+                        domain_id, owner_id)
+            return f"the checkpoint holds {saved.spec.domain_id} at epoch {saved.epoch}, not the replica's"
+        held = self.checkpoints.get(domain_id)
+        if held is not None and held[1].epoch == epoch and held[1].taken_model_s > taken_model_s:
+            return f"holds a later checkpoint of {domain_id}"
+        cp = Checkpoint(epoch, taken_model_s, saved.image.content_hash(), len(document))
+        self.checkpoints[domain_id] = (owner_id, cp, saved)
+        agent.metrics.inc("ha_checkpoints_stored")
+        return ""
+
+    def _forget_checkpoints(self) -> None:
+        """Keeps what still matches: buddy side, a replica record I hold; owner side, a domain I run."""
+        for dom, (owner_id, cp, _) in list(self.checkpoints.items()):
+            rep = self.table.replicas.get(dom)
+            if rep is None or rep.owner_id != owner_id or rep.epoch != cp.epoch:
+                del self.checkpoints[dom]
+        for dom, cp in list(self.checkpointed.items()):
+            domain = self.agent.host.domains.get(dom)
+            if domain is None or domain.epoch != cp.epoch:
+                del self.checkpointed[dom]
 
     def _report_unplaced(self, dec: Unplaced) -> None:
         if not self.table.report_unplaced(dec):
@@ -350,15 +463,28 @@ class HighAvailability:
         agent.tombstones.pop(rep.domain_id, None)
         self.owner.inherit(rep.domain_id, rep.buddies)
         self.table.on_restarted(rep.domain_id)
-        cp = rep.checkpoint
-        lost = ("all memory (no checkpoint)" if cp is None
-                else f"memory written since the checkpoint at model time {cp.taken_model_s:.3f} s")
+        held = self.checkpoints.pop(rep.domain_id, None)
+        cp = None
+        if held is not None and held[0] == rep.owner_id and held[1].epoch == rep.epoch:
+            cp = held[1]
+            image = held[2].image
+            image.warm_hash()
+            agent.images[rep.domain_id] = image  # the checkpoint's memory, verified when it arrived
+            agent.metrics.inc("ha_restarts_from_checkpoint")
+        if cp is not None:
+            lost = f"memory written since the checkpoint at model time {cp.taken_model_s:.3f} s"
+        elif rep.checkpoint is not None:
+            lost = (f"all memory (the checkpoint at model time {rep.checkpoint.taken_model_s:.3f} s "
+                    "is not held here)")
+        else:
+            lost = "all memory (no checkpoint)"
         self.restarts += 1
         agent.metrics.inc("ha_restarts")
-        log.warning("%s: restarted %s of dead %s at epoch %d (cold restart: %s lost)", agent.node_id,
-                    rep.domain_id, dead_owner_id, epoch, lost)
-        agent.event("domain_restarted", domain=rep.domain_id, epoch=epoch, dead_owner=dead_owner_id, cold=True,
-                    memory_lost=lost, coordinator=coordinator_id or agent.node_id)
+        log.warning("%s: restarted %s of dead %s at epoch %d (%s: %s lost)", agent.node_id, rep.domain_id,
+                    dead_owner_id, epoch, "from its checkpoint" if cp else "cold restart", lost)
+        agent.event("domain_restarted", domain=rep.domain_id, epoch=epoch, dead_owner=dead_owner_id,
+                    cold=cp is None, memory_lost=lost, coordinator=coordinator_id or agent.node_id,
+                    **({"checkpoint_model_s": cp.taken_model_s, "image_hash": cp.image_hash} if cp else {}))
         self._wake.set()  # push the new replica to my buddies now
         return ""
 
@@ -374,6 +500,7 @@ class HighAvailability:
     # -- status -------------------------------------------------------------------------
     def status(self) -> dict:
         return {"replicas": len(self.table), "restarts": self.restarts, "fenced": self.fenced,
+                "checkpoints_held": len(self.checkpoints), "checkpointed": len(self.checkpointed),
                 "replicas_factor": self.agent.config.ha_replicas,
                 "unplaced": [{"id": d, "owner": self.table.replicas[d].owner_id, "reason": why}
                              for d, why in sorted(self.table.unplaced.items()) if d in self.table.replicas]}

@@ -144,18 +144,22 @@ class StatusResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., cpu_utilization: _Optional[float] = ..., memory_utilization: _Optional[float] = ..., cpu_capacity_cores: _Optional[float] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_unserved_cores: _Optional[float] = ..., memory_capacity_mib: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ..., mean_utilization_estimate: _Optional[float] = ..., balancing: _Optional[bool] = ..., migrations: _Optional[_Iterable[_Union[MigrationStatus, _Mapping]]] = ..., draining: _Optional[bool] = ..., model_time_s: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., incarnation: _Optional[int] = ..., rates: _Optional[_Mapping[str, float]] = ..., ha: _Optional[_Union[HaStatus, _Mapping]] = ...) -> None: ...
 
 class HaStatus(_message.Message):
-    __slots__ = ("replicas", "restarts", "fenced", "unplaced", "replicas_factor")
+    __slots__ = ("replicas", "restarts", "fenced", "unplaced", "replicas_factor", "checkpoints_held", "checkpointed")
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     FENCED_FIELD_NUMBER: _ClassVar[int]
     UNPLACED_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_HELD_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTED_FIELD_NUMBER: _ClassVar[int]
     replicas: int
     restarts: int
     fenced: int
     unplaced: _containers.RepeatedCompositeFieldContainer[UnplacedDomain]
     replicas_factor: int
-    def __init__(self, replicas: _Optional[int] = ..., restarts: _Optional[int] = ..., fenced: _Optional[int] = ..., unplaced: _Optional[_Iterable[_Union[UnplacedDomain, _Mapping]]] = ..., replicas_factor: _Optional[int] = ...) -> None: ...
+    checkpoints_held: int
+    checkpointed: int
+    def __init__(self, replicas: _Optional[int] = ..., restarts: _Optional[int] = ..., fenced: _Optional[int] = ..., unplaced: _Optional[_Iterable[_Union[UnplacedDomain, _Mapping]]] = ..., replicas_factor: _Optional[int] = ..., checkpoints_held: _Optional[int] = ..., checkpointed: _Optional[int] = ...) -> None: ...
 
 class UnplacedDomain(_message.Message):
     __slots__ = ("domain_id", "owner_id", "reason")

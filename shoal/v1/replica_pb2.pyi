@@ -7,6 +7,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CheckpointPiece(_message.Message):
+    __slots__ = ("owner_id", "domain_id", "epoch", "taken_model_s", "data")
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_MODEL_S_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    owner_id: str
+    domain_id: str
+    epoch: int
+    taken_model_s: float
+    data: bytes
+    def __init__(self, owner_id: _Optional[str] = ..., domain_id: _Optional[str] = ..., epoch: _Optional[int] = ..., taken_model_s: _Optional[float] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PutCheckpointResponse(_message.Message):
+    __slots__ = ("stored", "reason")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    stored: bool
+    reason: str
+    def __init__(self, stored: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class HoldsRequest(_message.Message):
     __slots__ = ("domain_id",)
     DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class ReplicaStub:
                 request_serializer=shoal_dot_v1_dot_replica__pb2.HoldsRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_replica__pb2.HoldsResponse.FromString,
                 _registered_method=True)
+        self.PutCheckpoint = channel.stream_unary(
+                '/shoal.v1.Replica/PutCheckpoint',
+                request_serializer=shoal_dot_v1_dot_replica__pb2.CheckpointPiece.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_replica__pb2.PutCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -79,6 +84,16 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutCheckpoint(self, request_iterator, context):
+        """A checkpoint of one of the caller's domains (a `shoal domain save`
+        document: spec, epoch, memory image and its hash), in pieces, for the
+        receiver to restart it from if the caller dies. Only to a buddy that
+        holds the domain's replica record from the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +111,11 @@ def add_ReplicaServicer_to_server(servicer, server):
                     servicer.Holds,
                     request_deserializer=shoal_dot_v1_dot_replica__pb2.HoldsRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_replica__pb2.HoldsResponse.SerializeToString,
+            ),
+            'PutCheckpoint': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutCheckpoint,
+                    request_deserializer=shoal_dot_v1_dot_replica__pb2.CheckpointPiece.FromString,
+                    response_serializer=shoal_dot_v1_dot_replica__pb2.PutCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +199,33 @@ class Replica:
             '/shoal.v1.Replica/Holds',
             shoal_dot_v1_dot_replica__pb2.HoldsRequest.SerializeToString,
             shoal_dot_v1_dot_replica__pb2.HoldsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutCheckpoint(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/shoal.v1.Replica/PutCheckpoint',
+            shoal_dot_v1_dot_replica__pb2.CheckpointPiece.SerializeToString,
+            shoal_dot_v1_dot_replica__pb2.PutCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
