@@ -32,6 +32,17 @@ class DomainSpecError(ValueError):
     """A domain spec is invalid; the message names the field and why."""
 
 
+# Placement labels (DESIGN.md: "Affinity / anti-affinity labels constrain targets"). Domains
+# with the same `affinity` value stay together: the balancing rule moves none of them away
+# from another member on its host. Domains with the same `anti-affinity` value never share a
+# host: a host refuses (creation, a migration's PREPARE, an HA restart) one whose group
+# already runs or is being received there.
+LABELS_MAX = 32
+LABEL_CHARS_MAX = 128
+AFFINITY_LABEL = "affinity"
+ANTI_AFFINITY_LABEL = "anti-affinity"
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     domain_id: str
@@ -51,6 +62,22 @@ class DomainSpec:
     @property
     def cap_cores(self) -> float | None:
         return None if self.cpu_cap_pct == 0 else self.cpu_cap_pct / 100.0
+
+    def label(self, key: str) -> str:
+        for k, v in self.labels:
+            if k == key:
+                return v
+        return ""
+
+    @property
+    def affinity(self) -> str:
+        """The group this domain is kept together with ("" for none): label `affinity`."""
+        return self.label(AFFINITY_LABEL)
+
+    @property
+    def anti_affinity(self) -> str:
+        """The group no other member of which may share its host ("" for none): label `anti-affinity`."""
+        return self.label(ANTI_AFFINITY_LABEL)
 
     def validate(self) -> None:
         """Raise DomainSpecError unless every field is in range."""
@@ -78,11 +105,16 @@ class DomainSpec:
         if not isinstance(self.name, str):
             raise DomainSpecError(f"{who}: name must be a string")
         keys: set[str] = set()
+        if not isinstance(self.labels, tuple) or len(self.labels) > LABELS_MAX:
+            raise DomainSpecError(f"{who}: at most {LABELS_MAX} labels, as a tuple of pairs")
         for label in self.labels:
             if not (isinstance(label, tuple) and len(label) == 2 and all(isinstance(x, str) for x in label)):
                 raise DomainSpecError(f"{who}: each label must be a (key, value) pair of strings, got {label!r}")
             if not label[0]:
                 raise DomainSpecError(f"{who}: label keys must be non-empty")
+            if max(len(label[0]), len(label[1])) > LABEL_CHARS_MAX:
+                raise DomainSpecError(f"{who}: label {label[0][:32]!r}: keys and values hold at most "
+                                      f"{LABEL_CHARS_MAX} characters")
             if label[0] in keys:
                 raise DomainSpecError(f"{who}: label {label[0]!r} given twice")
             keys.add(label[0])

@@ -79,6 +79,7 @@ class Reservation:
     memory_mib: int
     demand_cores: float
     expires_at_s: float
+    anti_affinity: str = ""  # the arriving domain's anti-affinity group, "" for none
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,32 @@ class Host:
 
     # -- admission ---------------------------------------------------------------
 
-    def admit(self, spec: DomainSpec, *, ignore_reservation: str | None = None) -> Admission:
-        """Would `spec` fit here? Reservations held for this domain count as its own room."""
+    def admit(self, spec: DomainSpec, *, ignore_reservation: str | None = None,
+              anti_affinity: bool = True) -> Admission:
+        """Would `spec` fit here? Reservations held for this domain count as its own room.
+        `anti_affinity=False` skips the anti-affinity check (an HA restart: running comes first)."""
         if spec.domain_id in self.domains:
             return Admission(False, f"domain {spec.domain_id!r} is already on this host")
+        clash = self._anti_affinity_clash(spec.anti_affinity, spec.domain_id, ignore_reservation) \
+            if anti_affinity else None
+        if clash is not None:
+            return clash
         committed = self._committed(ignore_reservation=ignore_reservation, for_domain=spec.domain_id)
         return self._fits(spec.memory_mib, spec.vcpus, committed)
+
+    def _anti_affinity_clash(self, group: str, domain_id: str, ignore_reservation: str | None = None
+                             ) -> Admission | None:
+        """A refusal if another domain of anti-affinity `group` runs here or is being received."""
+        if not group:
+            return None
+        for d in self.domains.values():
+            if d.spec.anti_affinity == group and d.domain_id != domain_id:
+                return Admission(False, f"anti-affinity: {d.domain_id!r} of group {group!r} runs on this host")
+        for r in self.reservations.values():
+            if r.anti_affinity == group and r.domain_id != domain_id and r.reservation_id != ignore_reservation:
+                return Admission(False, f"anti-affinity: {r.domain_id!r} of group {group!r} is arriving on "
+                                        "this host")
+        return None
 
     def _fits(self, memory_mib: int, vcpus: int, committed: tuple[int, int]) -> Admission:
         committed_memory_mib, committed_vcpus = committed
@@ -161,9 +182,9 @@ class Host:
             )
         return _ADMITTED
 
-    def add_domain(self, domain: Domain) -> None:
+    def add_domain(self, domain: Domain, *, anti_affinity: bool = True) -> None:
         """Place a domain here; raise AdmissionError if it does not fit or is already here."""
-        admission = self.admit(domain.spec)
+        admission = self.admit(domain.spec, anti_affinity=anti_affinity)
         if not admission.ok:
             raise AdmissionError(admission)
         self.domains[domain.spec.domain_id] = domain
@@ -191,6 +212,9 @@ class Host:
                 return Admission(
                     False, f"domain {res.domain_id!r} already has reservation {other.reservation_id!r}"
                 )
+        clash = self._anti_affinity_clash(res.anti_affinity, res.domain_id)
+        if clash is not None:
+            return clash
         admission = self._fits(res.memory_mib, res.vcpus, self._committed())
         if admission.ok:
             self.reservations[res.reservation_id] = res

@@ -31,6 +31,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -176,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="writable working set (default: 4 MiB, or the memory if smaller, when dirtying)")
     create.add_argument("--cpu-weight", type=_positive_int, default=256, help="proportional share weight (default 256)")
     create.add_argument("--cpu-cap-pct", type=int, default=0, help="cap in percent of one core; 0 = uncapped")
+    create.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE",
+                        help="a label (repeatable). affinity=G: domains of group G stay together (the balancing "
+                             "rule moves none away from another member); anti-affinity=G: no two domains of "
+                             "group G share a node (creation, migration and HA restart are refused there)")
     save = dsub.add_parser("save", help="write a domain (spec, epoch, state, memory image) to one msgpack file",
                            description="Write a consistent snapshot of one domain held by the agent at --target "
                                        "(spec, epoch, state and memory image) to one msgpack file. The domain keeps "
@@ -572,7 +583,8 @@ def _cmd_domain(args: argparse.Namespace) -> int:
                 spec = DomainSpec(domain_id=args.id or str(uuid.uuid4()), vcpus=args.vcpus,
                                   memory_mib=args.memory_mib, cpu_weight=args.cpu_weight,
                                   cpu_cap_pct=args.cpu_cap_pct, workload=WorkloadSpec.parse(args.workload),
-                                  wws_mib=wws, dirty_rate_mib_s=args.dirty_rate_mib_s)
+                                  wws_mib=wws, dirty_rate_mib_s=args.dirty_rate_mib_s,
+                                  labels=tuple(sorted(args.label)))
                 spec.validate()
             except (DomainSpecError, WorkloadError) as exc:
                 raise CliError(str(exc), EXIT_USAGE) from None

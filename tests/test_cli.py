@@ -30,6 +30,8 @@ def test_help_explains_every_command():
     ["agent", "--id", "a", "--listen", "127.0.0.1:0", "--cpu-cores", "nan"],
     ["cluster", "up", "--nodes", "0"],
     ["cluster", "up", "--placement", "diagonal"],
+    ["domain", "create", "--target", "127.0.0.1:1", "--vcpus", "1", "--memory-mib", "64", "--label", "novalue"],
+    ["domain", "create", "--target", "127.0.0.1:1", "--vcpus", "1", "--memory-mib", "64", "--label", "=x"],
 ])
 def test_bad_flags_exit_2_with_a_message(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -144,3 +146,10 @@ def test_config_whose_agent_section_is_not_a_table_is_refused(tmp_path, capsys):
     path.write_text("agent = 5\n")
     assert main(["agent", "--id", "a", "--listen", "127.0.0.1:0", "--config", str(path)]) == 2
     assert "[agent] must be a table" in capsys.readouterr().err
+
+
+def test_a_label_given_twice_is_refused_before_any_call(capsys):
+    argv = ["domain", "create", "--target", "127.0.0.1:1", "--vcpus", "1", "--memory-mib", "64",
+            "--label", "anti-affinity=db", "--label", "anti-affinity=web"]
+    assert main(argv) == 2
+    assert "label 'anti-affinity' given twice" in capsys.readouterr().err

@@ -252,3 +252,42 @@ def test_empty_host_samples_zero():
     sample = Host(HostSpec(cpu_cores=4, memory_mib=4096)).sample(0.0)
     assert (sample.cpu_demand_cores, sample.cpu_utilization, sample.memory_utilization) == (0.0, 0.0, 0.0)
     assert sample.allocations == ()
+
+
+# -- affinity labels ------------------------------------------------------------------
+
+
+def test_labels_name_the_affinity_and_anti_affinity_groups():
+    s = dspec("a", labels=(("affinity", "web"), ("anti-affinity", "db"), ("team", "x")))
+    assert (s.affinity, s.anti_affinity, s.label("team"), s.label("none")) == ("web", "db", "x", "")
+    assert (dspec("b").affinity, dspec("b").anti_affinity) == ("", "")
+
+
+def test_anti_affinity_refuses_a_second_member_running_or_arriving():
+    host = Host(HostSpec(16, 65536))
+    db = (("anti-affinity", "db"),)
+    host.add_domain(domain("db-1", labels=db))
+    refused = host.admit(dspec("db-2", labels=db))
+    assert not refused.ok and "anti-affinity" in refused.reason and "'db-1'" in refused.reason
+    assert host.admit(dspec("db-2", labels=(("anti-affinity", "cache"),))).ok  # another group
+    assert host.admit(dspec("web", labels=(("affinity", "db"),))).ok  # another kind of label
+    assert host.admit(dspec("db-2", labels=db), anti_affinity=False).ok  # an HA restart
+    # Arriving: a reservation of the group blocks another, and a domain of the group.
+    other = Host(HostSpec(16, 65536))
+    assert other.reserve(Reservation("m1", "db-1", 2, 1024, 1.0, 100.0, "db")).ok
+    second = other.reserve(Reservation("m2", "db-2", 2, 1024, 1.0, 100.0, "db"))
+    assert not second.ok and "arriving" in second.reason
+    assert not other.admit(dspec("db-3", labels=db)).ok
+    # The reservation's own domain commits over it (release, then admit) and the group is still one.
+    assert other.admit(dspec("db-1", labels=db), ignore_reservation="m1").ok
+    other.release("m1")
+    assert other.admit(dspec("db-1", labels=db)).ok
+
+
+def test_labels_are_bounded():
+    from hypervisor.domain import LABEL_CHARS_MAX, LABELS_MAX, DomainSpecError
+    dspec("ok", labels=tuple((f"k{i}", "v") for i in range(LABELS_MAX))).validate()
+    with pytest.raises(DomainSpecError, match="at most"):
+        dspec("many", labels=tuple((f"k{i}", "v") for i in range(LABELS_MAX + 1))).validate()
+    with pytest.raises(DomainSpecError, match="characters"):
+        dspec("long", labels=(("k", "v" * (LABEL_CHARS_MAX + 1)),)).validate()

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.core.config import AgentConfig
-from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, improves, overload_reason
+from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, improves, kept_together, overload_reason
 
 CFG = AgentConfig()
 
@@ -86,3 +86,9 @@ def test_reverse_of_an_accepted_move_is_never_accepted():
     # A -> B helps, so B -> A of the same domain right after cannot help.
     assert improves(9.0, 10.0, 1.0, 10.0, 2.0, CFG.improvement_min)
     assert not improves(1.0 + 2.0, 10.0, 9.0 - 2.0, 10.0, 2.0, CFG.improvement_min)
+
+
+def test_members_of_an_affinity_group_on_one_host_are_kept_together():
+    pairs = [("web-1", "web"), ("web-2", "web"), ("db-1", "db"), ("solo", ""), ("x", "")]
+    assert kept_together(pairs) == frozenset({"web-1", "web-2"})  # db's only member here may go
+    assert kept_together([]) == frozenset()

@@ -207,7 +207,8 @@ class TargetHandoffs:
                                           f"{image.real_page_count * PAGE_SIZE} (image_real_bytes_max differs)")
         expires = now_s + self.config.reservation_lease_ms / 1000
         admission = self.host.reserve(Reservation(req.migration_id, dom_id, req.spec.vcpus,
-                                                  req.spec.memory_mib, req.demand_cores, expires))
+                                                  req.spec.memory_mib, req.demand_cores, expires,
+                                                  req.spec.anti_affinity))
         if not admission.ok:
             return PrepareDecision(False, admission.reason)
         self._remember(IncomingMigration(req.migration_id, req.source_id, req.spec, req.epoch, expires, image))

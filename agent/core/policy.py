@@ -28,6 +28,7 @@ Pure: no clock, no I/O; the caller passes a snapshot and gets a proposal.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from agent.core.config import AgentConfig
 
@@ -77,6 +78,17 @@ class Proposal:
     source_utilization_after: float
     target_utilization_after: float
     reason: str
+
+
+def kept_together(groups: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Of a host's (domain id, affinity group) pairs, the domains the rule may not move: those
+    whose group has another member on the host (moving one alone would split the group).
+    A group's last member here may move (to where it would be alone anyway)."""
+    members: dict[str, list[str]] = {}
+    for domain_id, group in groups:
+        if group:
+            members.setdefault(group, []).append(domain_id)
+    return frozenset(d for ids in members.values() if len(ids) > 1 for d in ids)
 
 
 def improves(src_demand: float, src_capacity: float, tgt_demand: float, tgt_capacity: float,

@@ -34,7 +34,7 @@ from agent.core.membership_config import MembershipConfig
 from agent.core.messages import (OUTCOME_ABORTED, OUTCOME_COMMITTED, OUTCOME_RESERVED, OUTCOME_UNKNOWN,
                                  CommitDecision, Exchange, NodeLoad, PrepareDecision, PrepareRequest)
 from agent.core.precopy import PreCopy, PreCopyLimits, Round, StopAndCopy, migration_cost_s
-from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, Proposal
+from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, Proposal, kept_together
 from agent.core.validation import InputRejected
 from agent.runtime.ha import HighAvailability
 from agent.runtime import image_memory
@@ -496,9 +496,11 @@ class Agent:
         t = self.model_time_s()
         now = self.now_s()
         busy = {m.domain_id for m in self.outgoing.values() if m.state not in SOURCE_TERMINAL}
+        together = kept_together((d.domain_id, d.spec.affinity) for d in self.host.domains.values())
         domains = tuple(
             DomainLoad(d.domain_id, d.demand_cores(t), d.spec.memory_mib, d.spec.vcpus,
                        movable=(d.state is DomainState.RUNNING and d.domain_id not in busy
+                                and d.domain_id not in together
                                 and self.cooldown_until_s.get(d.domain_id, 0.0) <= now),
                        cost_s=migration_cost_s(d.spec.memory_mib, d.spec.dirty_rate_mib_s,
                                                self.config.migration_bandwidth_mib_s, wws_mib=d.spec.wws_mib))
@@ -523,8 +525,11 @@ class Agent:
         return reply
 
     # -- control -----------------------------------------------------------------
-    def create_domain(self, spec: DomainSpec, epoch: int = 1, record: dict | None = None) -> Domain:
-        """Creates a domain here, journaled first (`record`: the journal record, when not a plain create)."""
+    def create_domain(self, spec: DomainSpec, epoch: int = 1, record: dict | None = None,
+                      anti_affinity: bool = True) -> Domain:
+        """Creates a domain here, journaled first (`record`: the journal record, when not a plain create).
+        `anti_affinity=False`: an HA restart, which runs the domain even beside another of its
+        anti-affinity group (availability first; an operator can move it)."""
         try:
             spec.validate()
         except DomainSpecError as exc:
@@ -536,12 +541,12 @@ class Agent:
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION, "node is draining")
         if len(self.host.domains) >= self.config.domains_max:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {self.config.domains_max} domains")
-        admission = self.host.admit(spec)
+        admission = self.host.admit(spec, anti_affinity=anti_affinity)
         if not admission.ok:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.reason)
         domain = Domain(spec, epoch=epoch, state=DomainState.RUNNING)
         self._journal(record or {"t": "domain", "spec": spec_to_record(spec), "epoch": epoch})
-        self.host.add_domain(domain)
+        self.host.add_domain(domain, anti_affinity=anti_affinity)
         image = MemoryImage(spec.memory_mib, self.config.image_real_bytes_max, seed=spec.image_seed)
         # Hash now, off any migration's path: pre-copy then only rehashes dirtied blocks.
         image.warm_hash()

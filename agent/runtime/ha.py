@@ -457,7 +457,7 @@ class HighAvailability:
         agent = self.agent
         record = {"t": "restarted", "spec": spec_to_record(rep.spec), "epoch": epoch, "from": dead_owner_id}
         try:
-            agent.create_domain(rep.spec, epoch=epoch, record=record)
+            agent.create_domain(rep.spec, epoch=epoch, record=record, anti_affinity=False)
         except Refused as exc:
             return exc.reason
         agent.tombstones.pop(rep.domain_id, None)

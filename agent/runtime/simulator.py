@@ -112,7 +112,7 @@ from agent.core.membership_config import MembershipConfig, detection_bound_s
 from agent.core.messages import (OUTCOME_ABORTED, OUTCOME_COMMITTED, OUTCOME_RESERVED, OUTCOME_UNKNOWN,
                                  CommitDecision, Exchange, NodeLoad, PrepareDecision, PrepareRequest)
 from agent.core.ownership import fold, spec_to_record
-from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, overload_reason
+from agent.core.policy import BalancePolicy, DomainLoad, LocalView, Neighbour, kept_together, overload_reason
 from agent.core.precopy import PreCopyLimits, simulate
 from agent.core.replicas import (Conflict, Copy, FenceLocal, OwnedDomain, OwnerReplication, PeerRoom, Replica,
                                  ReplicaPush, ReplicaTable, ReplicateOutcome, Restart, Room, Unplaced,
@@ -895,9 +895,11 @@ class Simulation:
     def local_view(self, node: SimNode) -> LocalView:
         t = now = self.now_s
         busy = {m.domain_id for m in node.outgoing.values() if m.state not in SOURCE_TERMINAL}
+        together = kept_together((d.domain_id, d.spec.affinity) for d in node.host.domains.values())
         domains = tuple(
             DomainLoad(d.domain_id, d.demand_cores(t), d.spec.memory_mib, d.spec.vcpus,
                        movable=(d.state is DomainState.RUNNING and d.domain_id not in busy
+                                and d.domain_id not in together
                                 and node.cooldown_until_s.get(d.domain_id, 0.0) <= now),
                        cost_s=self._cost(d.spec)[0])
             for d in sorted(node.host.domains.values(), key=lambda d: d.domain_id))
@@ -1488,11 +1490,11 @@ class Simulation:
             return f"domain {spec.domain_id} already exists here"
         if len(host.domains) >= self.config.domains_max:
             return f"at most {self.config.domains_max} domains"
-        admission = host.admit(spec)
+        admission = host.admit(spec, anti_affinity=False)
         if not admission.ok:
             return admission.reason
         self.journal(node, {"t": "restarted", "spec": spec_to_record(spec), "epoch": epoch, "from": dead_owner_id})
-        host.add_domain(Domain(spec, epoch=epoch, state=DomainState.RUNNING))
+        host.add_domain(Domain(spec, epoch=epoch, state=DomainState.RUNNING), anti_affinity=False)
         node.tombstones.pop(spec.domain_id, None)
         node.ha_owner.inherit(spec.domain_id, rep.buddies)
         node.ha_table.on_restarted(spec.domain_id)
@@ -1778,7 +1780,7 @@ class Simulation:
             for dom, rep in node.ha_table.replicas.items():
                 if dom not in nowhere or self._node(rep.owner_id).up:
                     continue
-                room = next((n for n in live if n.host.admit(rep.spec).ok), None)
+                room = next((n for n in live if n.host.admit(rep.spec, anti_affinity=False).ok), None)
                 if dom in node.ha_table.unplaced and room is None:
                     continue  # reported unplaced: no live node has room for it
                 return [f"ha: {dom} runs nowhere, but {node.node_id} holds its replica from dead {rep.owner_id}"
