@@ -180,6 +180,14 @@ def test_domain_create_and_migrate_through_the_cli(tmp_path):
         assert again.returncode == 1 and "no domain web-1" in again.stderr
         st = json.loads(shoal("status", *client, "--target", b["address"], "--json", timeout=30).stdout)
         assert [(d["id"], d["epoch"]) for d in st["domains"]] == [("web-1", 2)]
+        # Labels travel with the domain: web-2 shares web-1's anti-affinity group, so b refuses it.
+        for dom, node in (("web-1b", b), ("web-2", a)):
+            made = shoal("domain", "create", *client, "--target", node["address"], "--id", dom, "--vcpus", "1",
+                         "--memory-mib", "64", "--label", "anti-affinity=web", timeout=60)
+            assert made.returncode == 0, made.stderr
+        apart = shoal("domain", "migrate", *client, "--target", a["address"], "--domain", "web-2", "--to", b["id"],
+                      timeout=60)
+        assert apart.returncode == 1 and "anti-affinity: 'web-1b' of group 'web'" in apart.stderr
     finally:
         subprocess.run([sys.executable, "-m", "shoal", "cluster", "down", "--state-dir", str(state)],
                        capture_output=True, timeout=60)

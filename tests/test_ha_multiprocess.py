@@ -97,26 +97,16 @@ async def wait_converged(clients: dict[str, ControlClient], n: int, timeout_s: f
         await asyncio.sleep(0.3)
 
 
-async def wait_replicated(clients: dict[str, ControlClient], domains: int, r: int, timeout_s: float = 30) -> None:
+async def wait_replicated(clients: dict[str, ControlClient], domains: int, r: int, timeout_s: float = 30,
+                          what: str = "replicas") -> None:
+    """Every domain's replica (or with what="checkpoints_held", checkpoint) held by each of its r buddies."""
     deadline = time.monotonic() + timeout_s
     while True:
         st = await poll(clients)
-        held = sum(s["ha"]["replicas"] for s in st.values())
+        held = sum(s["ha"][what] for s in st.values())
         if held == domains * r:
             return
-        assert time.monotonic() < deadline, f"{held} replicas held, expected {domains} x {r}"
-        await asyncio.sleep(0.3)
-
-
-async def wait_checkpointed(clients: dict[str, ControlClient], domains: int, r: int, timeout_s: float = 30) -> None:
-    """Every domain's checkpoint held by each of its r buddies."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        st = await poll(clients)
-        held = sum(s["ha"]["checkpoints_held"] for s in st.values())
-        if held == domains * r:
-            return
-        assert time.monotonic() < deadline, f"{held} checkpoints held, expected {domains} x {r}"
+        assert time.monotonic() < deadline, f"{held} {what}, expected {domains} x {r}"
         await asyncio.sleep(0.3)
 
 
@@ -142,7 +132,7 @@ async def kill_owners_scenario(state: Path) -> None:
             await clients[survivors[i % len(survivors)]].create_domain(small(f"ha-other-{i}"))
         total = len(owned) + OTHER_DOMAINS
         await wait_replicated(clients, total, 2)
-        await wait_checkpointed(clients, total, 2)
+        await wait_replicated(clients, total, 2, what="checkpoints_held")
         before = copies(await poll(clients))
         assert {d: [n for n, _ in c] for d, c in before.items() if d in owned} == {d: [v] for d, v in owned.items()}
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import grpc
 
-from agent.adapters.tls import guard_handler, peer_identity
+from agent.adapters.tls import guard_handler, peer_identity, stream_responses
 from agent.core.rate_limit import RateLimiter
 
 log = logging.getLogger("shoal.limits")
@@ -167,15 +167,9 @@ class MessageSizeInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream_response(self, method: str, behavior: Callable, streaming: bool) -> Callable:
         async def checked(request, context):
-            result = behavior(await self._checked(method, request, context, streaming), context)
-            if inspect.isasyncgen(result):
-                async for response in result:
-                    yield response
-            elif inspect.isawaitable(result):
-                await result  # a handler that writes with context.write()
-            else:
-                for response in result:
-                    yield response
+            async for response in stream_responses(behavior(await self._checked(method, request, context,
+                                                                                streaming), context)):
+                yield response
         return checked
 
     async def intercept_service(self, continuation, handler_call_details):

@@ -256,13 +256,18 @@ def _guard_unary(behavior: Callable, check: Callable) -> Callable:
 def _guard_stream(behavior: Callable, check: Callable) -> Callable:
     async def guarded(request, context):
         await check(context)
-        result = behavior(request, context)
-        if inspect.isasyncgen(result):
-            async for response in result:
-                yield response
-        elif inspect.isawaitable(result):
-            await result  # a handler that writes with context.write()
-        else:
-            for response in result:
-                yield response
+        async for response in stream_responses(behavior(request, context)):
+            yield response
     return guarded
+
+
+async def stream_responses(result):
+    """The responses of a response-streaming behaviour's result, whichever of its three forms."""
+    if inspect.isasyncgen(result):
+        async for response in result:
+            yield response
+    elif inspect.isawaitable(result):
+        await result  # a handler that writes with context.write()
+    else:
+        for response in result:
+            yield response
