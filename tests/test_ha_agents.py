@@ -266,11 +266,11 @@ async def test_checkpoints_from_a_non_owner_or_tampered_are_refused(local_cluste
     buddy = agents[1]
     document = owner.save_domain("web")
 
-    async def put(as_node: str, claimed: str, doc: bytes, epoch: int = 1):
+    async def put(as_node: str, claimed: str, doc: bytes, epoch: int = 1, domain_id: str = "web", dead_owner: str = ""):
         channel = local_cluster.peer_channel(buddy.address, as_node)
         try:
-            piece = replica_pb2.CheckpointPiece(owner_id=claimed, domain_id="web", epoch=epoch, taken_model_s=1.0,
-                                                data=doc)
+            piece = replica_pb2.CheckpointPiece(owner_id=claimed, domain_id=domain_id, epoch=epoch, taken_model_s=1.0,
+                                                data=doc, dead_owner_id=dead_owner)
             return await replica_pb2_grpc.ReplicaStub(channel).PutCheckpoint(iter([piece]), timeout=5)
         finally:
             await channel.close()
@@ -288,10 +288,13 @@ async def test_checkpoints_from_a_non_owner_or_tampered_are_refused(local_cluste
     assert not resp.stored and resp.reason
     resp = await put("n0", "n0", document, epoch=5)
     assert not resp.stored and "at epoch 5" in resp.reason
-    assert buddy.ha.checkpoints == {}
+    # Forwarded for an adoption: the document must be of the domain and epoch it is sent as.
+    resp = await put("n2", "n2", document, domain_id="other", dead_owner="n0")
+    assert not resp.stored and "holds web at epoch 1" in resp.reason
+    assert buddy.ha.checkpoints == {} and buddy.ha.forwarded == {}
     rejected = buddy.metrics.snapshot()
     assert rejected.get("rejected_inputs{reason=identity_mismatch}") == 1
-    assert sum(v for k, v in rejected.items() if k.startswith("rejected_inputs")) >= 2
+    assert sum(v for k, v in rejected.items() if k.startswith("rejected_inputs")) >= 3
     # The real thing is stored.
     resp = await put("n0", "n0", document)
     assert resp.stored and buddy.ha.checkpoints["web"][1].image_hash == owner.images["web"].content_hash()
@@ -306,3 +309,28 @@ async def test_checkpoints_from_a_non_owner_or_tampered_are_refused(local_cluste
         finally:
             await channel.close()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "checkpoint over" in info.value.details()
+
+
+async def test_a_coordinator_without_room_forwards_the_checkpoint_to_the_peer_that_adopts(local_cluster):
+    ids = ["n0", "n1", "n2", "n3"]
+    # A domain whose buddies are n1 and n2 (both full below); n3 has room but is not a buddy.
+    dom = next(f"big-{i}" for i in range(1000) if set(buddies_for(f"big-{i}", "n0", ids, 2)) == {"n1", "n2"})
+    owner = await local_cluster.add("n0", config=CKPT, memory_mib=16_384)
+    small = [await local_cluster.add(n, config=CKPT, memory_mib=1024) for n in ("n1", "n2")]
+    roomy = await local_cluster.add("n3", config=CKPT, memory_mib=8192)
+    for a in small:
+        a.create_domain(DomainSpec(domain_id=f"filler-{a.node_id}", vcpus=1, memory_mib=600))
+    owner.create_domain(DomainSpec(domain_id=dom, vcpus=1, memory_mib=700))
+    owner.images[dom].write_pages(0, b"\xa5" * 8 * PAGE_SIZE)
+    written = owner.images[dom].content_hash()
+    await wait_until(lambda: all(a.ha.checkpoints.get(dom, ("", None))[1] is not None
+                                 and a.ha.checkpoints[dom][1].image_hash == written for a in small), 20,
+                     "both buddies to hold the checkpoint")
+    assert dom not in roomy.ha.checkpoints
+    roomy.telemetry = Recorder()
+    await crash(local_cluster, owner)
+    await wait_until(lambda: dom in roomy.host.domains, 40, f"n3 to adopt {dom}")
+    assert roomy.images[dom].content_hash() == written
+    (event,) = [e for e in roomy.telemetry.events if e["event"] == "domain_restarted"]
+    assert event["cold"] is False and event["image_hash"] == written and event["coordinator"] in ("n1", "n2")
+    assert roomy.ha.forwarded == {}

@@ -183,17 +183,19 @@ class PeerClients:
         return resp.adopted, resp.reason
 
     async def put_checkpoint(self, address: str, owner_id: str, domain_id: str, epoch: int, taken_model_s: float,
-                             document: bytes) -> tuple[bool, str]:
+                             document: bytes, dead_owner_id: str = "") -> tuple[bool, str]:
         """Sends a buddy a checkpoint of one of my domains (a saved-domain document) in pieces of
-        transfer_chunk_bytes; returns (stored, reason). The deadline is the reservation lease,
-        as for a migration's stream."""
+        transfer_chunk_bytes, or with `dead_owner_id` forwards a dead owner's to the peer about
+        to adopt it; returns (stored, reason). The deadline is the reservation lease, as for a
+        migration's stream. `owner_id` is always the sender."""
         stub = replica_pb2_grpc.ReplicaStub(self._channel(address))
         step = self.config.transfer_chunk_bytes
         view = memoryview(document)
 
         def pieces():
             yield replica_pb2.CheckpointPiece(owner_id=owner_id, domain_id=domain_id, epoch=epoch,
-                                              taken_model_s=taken_model_s, data=bytes(view[:step]))
+                                              taken_model_s=taken_model_s, data=bytes(view[:step]),
+                                              dead_owner_id=dead_owner_id)
             for start in range(step, len(view), step):
                 yield replica_pb2.CheckpointPiece(data=bytes(view[start:start + step]))
         resp = await stub.PutCheckpoint(pieces(), timeout=self.config.reservation_lease_ms / 1000)

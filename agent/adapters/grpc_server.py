@@ -219,6 +219,8 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                 try:
                     check_id("owner_id", piece.owner_id)
                     check_id("domain_id", piece.domain_id)
+                    if piece.dead_owner_id:
+                        check_id("dead_owner_id", piece.dead_owner_id)
                     if not math.isfinite(piece.taken_model_s):
                         raise InputRejected("bad_checkpoint", "checkpoint time is not finite")
                 except InputRejected as exc:
@@ -235,7 +237,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
         agent.metrics.inc("messages_received", type="checkpoint")
         agent.metrics.inc("bytes_received", size, type="checkpoint")
         reason = agent.ha.on_put_checkpoint(first.owner_id, first.domain_id, first.epoch, first.taken_model_s,
-                                            b"".join(parts))
+                                            b"".join(parts), dead_owner_id=first.dead_owner_id)
         return replica_pb2.PutCheckpointResponse(stored=not reason, reason=reason)
 
     async def Holds(self, request, context):

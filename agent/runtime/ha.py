@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.ha")
 
 LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+# Checkpoints forwarded for an Adopt held at once (each is dropped when its Adopt comes or after a lease).
+FORWARDED_MAX = 8
 
 
 class HighAvailability:
@@ -76,6 +78,8 @@ class HighAvailability:
         self.checkpointed: dict[str, Checkpoint] = {}
         self._checkpoint_round_s: float | None = None
         self._checkpoints_in_flight: set[str] = set()
+        # Adopter side: (domain, coordinator) -> a dead owner's checkpoint forwarded for the Adopt that follows.
+        self.forwarded: dict[tuple[str, str], tuple[str, Checkpoint, encapsulation.SavedDomain, float]] = {}
 
     # -- membership -----------------------------------------------------------------
     def on_member_event(self, ev: MemberEvent) -> None:
@@ -158,7 +162,7 @@ class HighAvailability:
             buddies = placement.get(d.domain_id, ())
             if domain.state is not DomainState.RUNNING or not buddies or d.domain_id in self._checkpoints_in_flight:
                 continue  # mid-handoff, none to send to, or the last one still on its way
-            document = agent.save_domain(d.domain_id)
+            document = encapsulation.encode(domain.spec, domain.epoch, domain.state.value, agent.images[d.domain_id])
             cp = Checkpoint(d.epoch, agent.model_time_s(), agent.images[d.domain_id].content_hash(), len(document))
             agent.metrics.inc("ha_checkpoints_taken")
             self._checkpoints_in_flight.add(d.domain_id)
@@ -193,31 +197,41 @@ class HighAvailability:
         finally:
             self._checkpoints_in_flight.discard(domain_id)
 
-    def on_put_checkpoint(self, owner_id: str, domain_id: str, epoch: int, taken_model_s: float,
-                          document: bytes) -> str:
-        """A checkpoint from an owner; "" when stored, else why not."""
+    def on_put_checkpoint(self, sender_id: str, domain_id: str, epoch: int, taken_model_s: float,
+                          document: bytes, dead_owner_id: str = "") -> str:
+        """A checkpoint from its owner (`sender_id`), or forwarded by a coordinator for the Adopt
+        it sends next (`dead_owner_id`: whose domain it is); "" when stored, else why not."""
         agent = self.agent
-        rep = self.table.replicas.get(domain_id)
-        if rep is None or rep.owner_id != owner_id or rep.epoch != epoch:
-            agent.metrics.inc("ha_checkpoints_refused")
-            return (f"holds no replica record of {domain_id} from {owner_id} at epoch {epoch}"
-                    + (f" (holds one from {rep.owner_id} at epoch {rep.epoch})" if rep is not None else ""))
+        rep = None
+        if not dead_owner_id:
+            rep = self.table.replicas.get(domain_id)
+            if rep is None or rep.owner_id != sender_id or rep.epoch != epoch:
+                agent.metrics.inc("ha_checkpoints_refused")
+                return (f"holds no replica record of {domain_id} from {sender_id} at epoch {epoch}"
+                        + (f" (holds one from {rep.owner_id} at epoch {rep.epoch})" if rep is not None else ""))
         try:
             saved = encapsulation.decode(document, agent.config.image_real_bytes_max)
         except InputRejected as exc:
             agent.metrics.inc("rejected_inputs", reason=exc.reason)
-            log.warning("%s: refused a checkpoint of %s from %s: %s", agent.node_id, domain_id, owner_id, exc)
+            log.warning("%s: refused a checkpoint of %s from %s: %s", agent.node_id, domain_id, sender_id, exc)
             return str(exc)
-        if saved.spec != rep.spec or saved.epoch != epoch:
+        if saved.spec.domain_id != domain_id or saved.epoch != epoch or (rep is not None and saved.spec != rep.spec):
             agent.metrics.inc("rejected_inputs", reason="bad_checkpoint")
             log.warning("%s: refused a checkpoint of %s from %s: not the replica's spec and epoch", agent.node_id,
-                        domain_id, owner_id)
+                        domain_id, sender_id)
             return f"the checkpoint holds {saved.spec.domain_id} at epoch {saved.epoch}, not the replica's"
+        cp = Checkpoint(epoch, taken_model_s, saved.image.content_hash(), len(document))
+        if dead_owner_id:
+            # Checked against the Adopt's record when it comes; a few at most, briefly.
+            while len(self.forwarded) >= FORWARDED_MAX:
+                del self.forwarded[next(iter(self.forwarded))]
+            self.forwarded[(domain_id, sender_id)] = (dead_owner_id, cp, saved, agent.now_s())
+            agent.metrics.inc("ha_checkpoints_stored")
+            return ""
         held = self.checkpoints.get(domain_id)
         if held is not None and held[1].epoch == epoch and held[1].taken_model_s > taken_model_s:
             return f"holds a later checkpoint of {domain_id}"
-        cp = Checkpoint(epoch, taken_model_s, saved.image.content_hash(), len(document))
-        self.checkpoints[domain_id] = (owner_id, cp, saved)
+        self.checkpoints[domain_id] = (sender_id, cp, saved)
         agent.metrics.inc("ha_checkpoints_stored")
         return ""
 
@@ -231,6 +245,10 @@ class HighAvailability:
             domain = self.agent.host.domains.get(dom)
             if domain is None or domain.epoch != cp.epoch:
                 del self.checkpointed[dom]
+        horizon = self.agent.now_s() - self.agent.config.reservation_lease_ms / 1000
+        for key, (*_, received_s) in list(self.forwarded.items()):
+            if received_s < horizon:  # its Adopt never came
+                del self.forwarded[key]
 
     def _report_unplaced(self, dec: Unplaced) -> None:
         if not self.table.report_unplaced(dec):
@@ -440,6 +458,7 @@ class HighAvailability:
         address = self._address(dec.target_id)
         if address is None:
             return f"{dec.target_id} is no longer live"
+        await self._forward_checkpoint(dec, address)
         try:
             adopted, reason = await self.agent.clients.adopt(address, dec.replica, dec.epoch, self.agent.node_id)
         except grpc.aio.AioRpcError as exc:
@@ -450,6 +469,26 @@ class HighAvailability:
             log.warning("%s: %s of dead %s restarted on %s at epoch %d (cold)", self.agent.node_id, dec.domain_id,
                         dec.dead_owner_id, dec.target_id, dec.epoch)
         return "" if adopted else reason
+
+    async def _forward_checkpoint(self, dec: Restart, address: str) -> None:
+        """Sends the peer about to adopt `dec`'s domain the dead owner's checkpoint, if I hold it."""
+        agent = self.agent
+        held = self.checkpoints.get(dec.domain_id)
+        rep = dec.replica
+        if held is None or held[0] != rep.owner_id or held[1].epoch != rep.epoch:
+            return
+        _, cp, saved = held
+        document = encapsulation.encode(saved.spec, saved.epoch, saved.state, saved.image)
+        try:
+            ok, reason = await agent.clients.put_checkpoint(address, agent.node_id, dec.domain_id, cp.epoch,
+                                                            cp.taken_model_s, document, dead_owner_id=rep.owner_id)
+        except grpc.aio.AioRpcError as exc:
+            ok, reason = False, f"{exc.code().name} {exc.details()}"
+        agent.metrics.inc("messages_sent", type="checkpoint")
+        agent.metrics.inc("bytes_sent", len(document), type="checkpoint")
+        if not ok:
+            log.info("%s: %s did not take the checkpoint of %s (it restarts cold): %s", agent.node_id,
+                     dec.target_id, dec.domain_id, reason)
 
     def restart_here(self, rep: Replica, epoch: int, dead_owner_id: str, coordinator_id: str = "") -> str:
         """Runs a dead owner's domain here at `epoch` (cold); "" or why not. Journaled first."""
@@ -464,8 +503,11 @@ class HighAvailability:
         self.owner.inherit(rep.domain_id, rep.buddies)
         self.table.on_restarted(rep.domain_id)
         held = self.checkpoints.pop(rep.domain_id, None)
+        forwarded = self.forwarded.pop((rep.domain_id, coordinator_id), None) if coordinator_id else None
+        if (held is None or held[0] != rep.owner_id) and forwarded is not None:
+            held = forwarded[:3]  # a coordinator without room forwarded the dead owner's
         cp = None
-        if held is not None and held[0] == rep.owner_id and held[1].epoch == rep.epoch:
+        if held is not None and held[0] == rep.owner_id and held[1].epoch == rep.epoch and held[2].spec == rep.spec:
             cp = held[1]
             image = held[2].image
             image.warm_hash()

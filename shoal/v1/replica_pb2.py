@@ -25,35 +25,35 @@ _sym_db = _symbol_database.Default()
 from shoal.v1 import types_pb2 as shoal_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shoal/v1/replica.proto\x12\x08shoal.v1\x1a\x14shoal/v1/types.proto\"j\n\x0f\x43heckpointPiece\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x11\n\tdomain_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x15\n\rtaken_model_s\x18\x04 \x01(\x01\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"7\n\x15PutCheckpointResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0cHoldsRequest\x12\x11\n\tdomain_id\x18\x01 \x01(\t\"v\n\rHoldsResponse\x12\x0f\n\x07replica\x18\x01 \x01(\x08\x12\x15\n\rreplica_epoch\x18\x02 \x01(\x04\x12\x15\n\rreplica_owner\x18\x03 \x01(\t\x12\x0f\n\x07running\x18\x04 \x01(\x08\x12\x15\n\rrunning_epoch\x18\x05 \x01(\x04\"^\n\x0e\x43heckpointInfo\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x15\n\rtaken_model_s\x18\x02 \x01(\x01\x12\x12\n\nimage_hash\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\"\x93\x01\n\rReplicaRecord\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.DomainSpec\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08owner_id\x18\x03 \x01(\t\x12\x0f\n\x07\x62uddies\x18\x04 \x03(\t\x12,\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x18.shoal.v1.CheckpointInfo\"O\n\x10ReplicateRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12)\n\x08replicas\x18\x02 \x03(\x0b\x32\x17.shoal.v1.ReplicaRecord\"W\n\x0fReplicaConflict\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\x11\n\tholder_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0f\n\x07running\x18\x04 \x01(\x08\"Q\n\x11ReplicateResponse\x12,\n\tconflicts\x18\x01 \x03(\x0b\x32\x19.shoal.v1.ReplicaConflict\x12\x0e\n\x06stored\x18\x02 \x01(\r\"_\n\x0c\x41\x64optRequest\x12(\n\x07replica\x18\x01 \x01(\x0b\x32\x17.shoal.v1.ReplicaRecord\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x16\n\x0e\x63oordinator_id\x18\x03 \x01(\t\"0\n\rAdoptResponse\x12\x0f\n\x07\x61\x64opted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x92\x02\n\x07Replica\x12\x44\n\tReplicate\x12\x1a.shoal.v1.ReplicateRequest\x1a\x1b.shoal.v1.ReplicateResponse\x12\x38\n\x05\x41\x64opt\x12\x16.shoal.v1.AdoptRequest\x1a\x17.shoal.v1.AdoptResponse\x12\x38\n\x05Holds\x12\x16.shoal.v1.HoldsRequest\x1a\x17.shoal.v1.HoldsResponse\x12M\n\rPutCheckpoint\x12\x19.shoal.v1.CheckpointPiece\x1a\x1f.shoal.v1.PutCheckpointResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shoal/v1/replica.proto\x12\x08shoal.v1\x1a\x14shoal/v1/types.proto\"\x81\x01\n\x0f\x43heckpointPiece\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x11\n\tdomain_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x15\n\rtaken_model_s\x18\x04 \x01(\x01\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x15\n\rdead_owner_id\x18\x06 \x01(\t\"7\n\x15PutCheckpointResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0cHoldsRequest\x12\x11\n\tdomain_id\x18\x01 \x01(\t\"v\n\rHoldsResponse\x12\x0f\n\x07replica\x18\x01 \x01(\x08\x12\x15\n\rreplica_epoch\x18\x02 \x01(\x04\x12\x15\n\rreplica_owner\x18\x03 \x01(\t\x12\x0f\n\x07running\x18\x04 \x01(\x08\x12\x15\n\rrunning_epoch\x18\x05 \x01(\x04\"^\n\x0e\x43heckpointInfo\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x15\n\rtaken_model_s\x18\x02 \x01(\x01\x12\x12\n\nimage_hash\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\"\x93\x01\n\rReplicaRecord\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.DomainSpec\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x10\n\x08owner_id\x18\x03 \x01(\t\x12\x0f\n\x07\x62uddies\x18\x04 \x03(\t\x12,\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x18.shoal.v1.CheckpointInfo\"O\n\x10ReplicateRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12)\n\x08replicas\x18\x02 \x03(\x0b\x32\x17.shoal.v1.ReplicaRecord\"W\n\x0fReplicaConflict\x12\x11\n\tdomain_id\x18\x01 \x01(\t\x12\x11\n\tholder_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0f\n\x07running\x18\x04 \x01(\x08\"Q\n\x11ReplicateResponse\x12,\n\tconflicts\x18\x01 \x03(\x0b\x32\x19.shoal.v1.ReplicaConflict\x12\x0e\n\x06stored\x18\x02 \x01(\r\"_\n\x0c\x41\x64optRequest\x12(\n\x07replica\x18\x01 \x01(\x0b\x32\x17.shoal.v1.ReplicaRecord\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x16\n\x0e\x63oordinator_id\x18\x03 \x01(\t\"0\n\rAdoptResponse\x12\x0f\n\x07\x61\x64opted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x92\x02\n\x07Replica\x12\x44\n\tReplicate\x12\x1a.shoal.v1.ReplicateRequest\x1a\x1b.shoal.v1.ReplicateResponse\x12\x38\n\x05\x41\x64opt\x12\x16.shoal.v1.AdoptRequest\x1a\x17.shoal.v1.AdoptResponse\x12\x38\n\x05Holds\x12\x16.shoal.v1.HoldsRequest\x1a\x17.shoal.v1.HoldsResponse\x12M\n\rPutCheckpoint\x12\x19.shoal.v1.CheckpointPiece\x1a\x1f.shoal.v1.PutCheckpointResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.v1.replica_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHECKPOINTPIECE']._serialized_start=58
-  _globals['_CHECKPOINTPIECE']._serialized_end=164
-  _globals['_PUTCHECKPOINTRESPONSE']._serialized_start=166
-  _globals['_PUTCHECKPOINTRESPONSE']._serialized_end=221
-  _globals['_HOLDSREQUEST']._serialized_start=223
-  _globals['_HOLDSREQUEST']._serialized_end=256
-  _globals['_HOLDSRESPONSE']._serialized_start=258
-  _globals['_HOLDSRESPONSE']._serialized_end=376
-  _globals['_CHECKPOINTINFO']._serialized_start=378
-  _globals['_CHECKPOINTINFO']._serialized_end=472
-  _globals['_REPLICARECORD']._serialized_start=475
-  _globals['_REPLICARECORD']._serialized_end=622
-  _globals['_REPLICATEREQUEST']._serialized_start=624
-  _globals['_REPLICATEREQUEST']._serialized_end=703
-  _globals['_REPLICACONFLICT']._serialized_start=705
-  _globals['_REPLICACONFLICT']._serialized_end=792
-  _globals['_REPLICATERESPONSE']._serialized_start=794
-  _globals['_REPLICATERESPONSE']._serialized_end=875
-  _globals['_ADOPTREQUEST']._serialized_start=877
-  _globals['_ADOPTREQUEST']._serialized_end=972
-  _globals['_ADOPTRESPONSE']._serialized_start=974
-  _globals['_ADOPTRESPONSE']._serialized_end=1022
-  _globals['_REPLICA']._serialized_start=1025
-  _globals['_REPLICA']._serialized_end=1299
+  _globals['_CHECKPOINTPIECE']._serialized_start=59
+  _globals['_CHECKPOINTPIECE']._serialized_end=188
+  _globals['_PUTCHECKPOINTRESPONSE']._serialized_start=190
+  _globals['_PUTCHECKPOINTRESPONSE']._serialized_end=245
+  _globals['_HOLDSREQUEST']._serialized_start=247
+  _globals['_HOLDSREQUEST']._serialized_end=280
+  _globals['_HOLDSRESPONSE']._serialized_start=282
+  _globals['_HOLDSRESPONSE']._serialized_end=400
+  _globals['_CHECKPOINTINFO']._serialized_start=402
+  _globals['_CHECKPOINTINFO']._serialized_end=496
+  _globals['_REPLICARECORD']._serialized_start=499
+  _globals['_REPLICARECORD']._serialized_end=646
+  _globals['_REPLICATEREQUEST']._serialized_start=648
+  _globals['_REPLICATEREQUEST']._serialized_end=727
+  _globals['_REPLICACONFLICT']._serialized_start=729
+  _globals['_REPLICACONFLICT']._serialized_end=816
+  _globals['_REPLICATERESPONSE']._serialized_start=818
+  _globals['_REPLICATERESPONSE']._serialized_end=899
+  _globals['_ADOPTREQUEST']._serialized_start=901
+  _globals['_ADOPTREQUEST']._serialized_end=996
+  _globals['_ADOPTRESPONSE']._serialized_start=998
+  _globals['_ADOPTRESPONSE']._serialized_end=1046
+  _globals['_REPLICA']._serialized_start=1049
+  _globals['_REPLICA']._serialized_end=1323
 # @@protoc_insertion_point(module_scope)

@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CheckpointPiece(_message.Message):
-    __slots__ = ("owner_id", "domain_id", "epoch", "taken_model_s", "data")
+    __slots__ = ("owner_id", "domain_id", "epoch", "taken_model_s", "data", "dead_owner_id")
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     TAKEN_MODEL_S_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    DEAD_OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     owner_id: str
     domain_id: str
     epoch: int
     taken_model_s: float
     data: bytes
-    def __init__(self, owner_id: _Optional[str] = ..., domain_id: _Optional[str] = ..., epoch: _Optional[int] = ..., taken_model_s: _Optional[float] = ..., data: _Optional[bytes] = ...) -> None: ...
+    dead_owner_id: str
+    def __init__(self, owner_id: _Optional[str] = ..., domain_id: _Optional[str] = ..., epoch: _Optional[int] = ..., taken_model_s: _Optional[float] = ..., data: _Optional[bytes] = ..., dead_owner_id: _Optional[str] = ...) -> None: ...
 
 class PutCheckpointResponse(_message.Message):
     __slots__ = ("stored", "reason")

@@ -88,7 +88,9 @@ class ReplicaServicer:
         """A checkpoint of one of the caller's domains (a `shoal domain save`
         document: spec, epoch, memory image and its hash), in pieces, for the
         receiver to restart it from if the caller dies. Only to a buddy that
-        holds the domain's replica record from the caller.
+        holds the domain's replica record from the caller. Or, with
+        dead_owner_id, a dead owner's checkpoint a coordinator forwards just
+        before it asks the receiver to Adopt that domain.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
