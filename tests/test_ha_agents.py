@@ -244,7 +244,8 @@ async def test_a_buddy_restarts_a_dead_owners_domain_on_its_last_checkpoint(loca
     await wait_until(checkpointed, 20, "both buddies to hold the checkpoint and records naming it")
     assert owner.status()["ha"]["checkpointed"] == 1
     assert all(a.status()["ha"]["checkpoints_held"] == 1 for a in buddies)
-    assert owner.metrics.snapshot()["bytes_sent{type=checkpoint}"] >= 2 * owner.images["web"].real_page_count * PAGE_SIZE
+    image_bytes = owner.images["web"].real_page_count * PAGE_SIZE
+    assert owner.metrics.snapshot()["bytes_sent{type=checkpoint}"] >= 2 * image_bytes
     for a in buddies:
         a.telemetry = Recorder()
     await crash(local_cluster, owner)

@@ -45,8 +45,8 @@ from agent.core import encapsulation
 from agent.core.membership import MemberEvent, MemberStatus
 from agent.core.ownership import spec_to_record
 from agent.core.validation import InputRejected
-from agent.core.replicas import (Checkpoint, Copy, FenceLocal, OwnedDomain, OwnerReplication, PeerRoom, ReplicaPush, ReplicaTable,
-                                 Replica, ReplicateOutcome, Restart, Room, Unplaced, newer_copy_known)
+from agent.core.replicas import (Checkpoint, Copy, FenceLocal, OwnedDomain, OwnerReplication, PeerRoom, ReplicaPush,
+                                 ReplicaTable, Replica, ReplicateOutcome, Restart, Room, Unplaced, newer_copy_known)
 from hypervisor.domain import DomainState
 
 if TYPE_CHECKING:
