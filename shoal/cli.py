@@ -536,9 +536,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
           f"({s['cpu_demand_cores']:.2f}/{s['cpu_capacity_cores']:g} cores, unserved {s['cpu_unserved_cores']:.2f}), "
           f"memory {s['memory_utilization'] * 100:.1f}%, cluster mean estimate "
           f"{s['mean_utilization_estimate'] * 100:.1f}%, balancing {'on' if s['balancing'] else 'paused'}")
-    print(f"\n{'domain':<14}{'epoch':>6}  {'state':<14}{'cpu':>7}{'mem MiB':>9}")
+    print(f"\n{'domain':<14}{'epoch':>6}  {'state':<14}{'cpu':>7}{'mem MiB':>9}  labels")
     for d in s["domains"]:
-        print(f"{d['id']:<14}{d['epoch']:>6}  {d['state']:<14}{d['cpu_demand_cores']:7.2f}{d['memory_mib']:9d}")
+        labels = ",".join(f"{k}={v}" for k, v in sorted(d.get("labels", {}).items()))
+        print(f"{d['id']:<14}{d['epoch']:>6}  {d['state']:<14}{d['cpu_demand_cores']:7.2f}{d['memory_mib']:9d}  "
+              f"{labels}".rstrip())
     print(f"\n{'peer':<14}{'cpu%':>7}{'mem%':>7}{'age s':>8}  address")
     for p in s["peers"]:
         print(f"{p['id']:<14}{p['cpu_utilization'] * 100:7.1f}{p['memory_utilization'] * 100:7.1f}"

@@ -188,6 +188,10 @@ def test_domain_create_and_migrate_through_the_cli(tmp_path):
         apart = shoal("domain", "migrate", *client, "--target", a["address"], "--domain", "web-2", "--to", b["id"],
                       timeout=60)
         assert apart.returncode == 1 and "anti-affinity: 'web-1b' of group 'web'" in apart.stderr
+        st = json.loads(shoal("status", *client, "--target", a["address"], "--json", timeout=30).stdout)
+        assert {d["id"]: d["labels"] for d in st["domains"]} == {"web-2": {"anti-affinity": "web"}}
+        shown = shoal("status", *client, "--target", a["address"], timeout=30).stdout
+        assert any(line.startswith("web-2") and line.endswith("anti-affinity=web") for line in shown.splitlines())
     finally:
         subprocess.run([sys.executable, "-m", "shoal", "cluster", "down", "--state-dir", str(state)],
                        capture_output=True, timeout=60)

@@ -23,7 +23,8 @@ def status_to_dict(s: control_pb2.StatusResponse) -> dict:
         "memory_used_mib": s.memory_used_mib,
         "domains": [{"id": d.domain_id, "epoch": d.epoch, "state": d.state, "cpu_demand_cores": d.cpu_demand_cores,
                      "cpu_allocated_cores": d.cpu_allocated_cores, "memory_mib": d.memory_mib, "vcpus": d.vcpus,
-                     "workload": d.workload, "dirty_rate_mib_s": d.dirty_rate_mib_s, "wws_mib": d.wws_mib}
+                     "workload": d.workload, "dirty_rate_mib_s": d.dirty_rate_mib_s, "wws_mib": d.wws_mib,
+                     "labels": dict(sorted(d.labels.items()))}
                     for d in s.domains],
         "peers": [{"id": p.node_id, "address": p.address, "cpu_utilization": p.cpu_utilization,
                    "memory_utilization": p.memory_utilization, "age_s": p.age_s, "domains": p.domains}

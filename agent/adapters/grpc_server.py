@@ -274,7 +274,8 @@ def _domain_status(d: dict) -> control_pb2.DomainStatus:
                                     cpu_demand_cores=d["cpu_demand_cores"],
                                     cpu_allocated_cores=d["cpu_allocated_cores"], memory_mib=d["memory_mib"],
                                     vcpus=d["vcpus"], workload=d["workload"],
-                                    dirty_rate_mib_s=d["dirty_rate_mib_s"], wws_mib=d["wws_mib"])
+                                    dirty_rate_mib_s=d["dirty_rate_mib_s"], wws_mib=d["wws_mib"],
+                                    labels=d["labels"])
 
 
 class ControlServicer(control_pb2_grpc.ControlServicer):

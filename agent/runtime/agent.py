@@ -896,13 +896,14 @@ class Agent:
                     "cpu_demand_cores": round(d.demand_cores(t), 4),
                     "cpu_allocated_cores": round(alloc.get(d.domain_id, 0.0), 4),
                     "memory_mib": d.spec.memory_mib, "vcpus": d.spec.vcpus, "workload": d.spec.workload.to_text(),
-                    "dirty_rate_mib_s": d.spec.dirty_rate_mib_s, "wws_mib": d.spec.wws_mib}
+                    "dirty_rate_mib_s": d.spec.dirty_rate_mib_s, "wws_mib": d.spec.wws_mib,
+                    "labels": dict(d.spec.labels)}
                    for d in sorted(self.host.domains.values(), key=lambda d: d.domain_id)]
         # Incoming handoffs hold a reservation here: listed as reserved-in (not an active copy).
         domains += [{"id": m.spec.domain_id, "epoch": m.epoch + 1, "state": "reserved-in", "cpu_demand_cores": 0.0,
                      "cpu_allocated_cores": 0.0, "memory_mib": m.spec.memory_mib, "vcpus": m.spec.vcpus,
                      "workload": m.spec.workload.to_text(), "dirty_rate_mib_s": m.spec.dirty_rate_mib_s,
-                     "wws_mib": m.spec.wws_mib} for m in self.target.active()]
+                     "wws_mib": m.spec.wws_mib, "labels": dict(m.spec.labels)} for m in self.target.active()]
         peers = [{"id": load.node_id, "address": load.address, "cpu_utilization": round(load.cpu_utilization, 4),
                   "memory_utilization": round(load.memory_utilization, 4), "age_s": round(age, 3),
                   "domains": load.domains} for load, age in self.dissemination.peers(self.now_s())]

@@ -30,7 +30,14 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DomainStatus(_message.Message):
-    __slots__ = ("domain_id", "epoch", "state", "cpu_demand_cores", "cpu_allocated_cores", "memory_mib", "vcpus", "workload", "dirty_rate_mib_s", "wws_mib")
+    __slots__ = ("domain_id", "epoch", "state", "cpu_demand_cores", "cpu_allocated_cores", "memory_mib", "vcpus", "workload", "dirty_rate_mib_s", "wws_mib", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     DOMAIN_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +48,7 @@ class DomainStatus(_message.Message):
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     DIRTY_RATE_MIB_S_FIELD_NUMBER: _ClassVar[int]
     WWS_MIB_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     domain_id: str
     epoch: int
     state: str
@@ -51,7 +59,8 @@ class DomainStatus(_message.Message):
     workload: str
     dirty_rate_mib_s: float
     wws_mib: float
-    def __init__(self, domain_id: _Optional[str] = ..., epoch: _Optional[int] = ..., state: _Optional[str] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_allocated_cores: _Optional[float] = ..., memory_mib: _Optional[int] = ..., vcpus: _Optional[int] = ..., workload: _Optional[str] = ..., dirty_rate_mib_s: _Optional[float] = ..., wws_mib: _Optional[float] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, domain_id: _Optional[str] = ..., epoch: _Optional[int] = ..., state: _Optional[str] = ..., cpu_demand_cores: _Optional[float] = ..., cpu_allocated_cores: _Optional[float] = ..., memory_mib: _Optional[int] = ..., vcpus: _Optional[int] = ..., workload: _Optional[str] = ..., dirty_rate_mib_s: _Optional[float] = ..., wws_mib: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PeerStatus(_message.Message):
     __slots__ = ("node_id", "address", "cpu_utilization", "memory_utilization", "age_s", "domains")
